@@ -1,0 +1,113 @@
+"""Model and preprocessing configuration (ml_collections), shared by every entry point.
+
+A checkpoint directory stores these two dicts (``config.json``), so that
+``predict`` and ``evaluate`` rebuild exactly the network and the input
+transformation that produced the weights.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from sdpal_jax.errors import ConfigError
+
+WALK_METHODS = ("dense", "blocked", "sampled")
+NORMALIZATIONS = ("raw", "imagenet")
+RESNET_DEPTHS = (18, 34, 50, 101, 152)
+OUTPUT_STRIDES = (8, 16, 32)
+DTYPES = ("float32", "bfloat16")
+
+
+def default_model_config() -> ml_collections.ConfigDict:
+  """The SDPAL network of the PyTorch release (design.md §1).
+
+  Returns:
+    A ConfigDict; every hyper-parameter of the network lives here.
+  """
+  c = ml_collections.ConfigDict()
+  # MOPC: backbone and feature alignment.
+  c.backbone_depth = 101
+  c.deep_stem = True  # "v1c": three 3x3 convs instead of one 7x7.
+  c.stem_channels = 64
+  c.base_channels = 64
+  c.output_stride = 8
+  c.contract_dilation = True
+  c.feature_channels = 512  # width of the aligned / fused correlation map.
+  # MOAP: neighbouring-pixel residual and random walk with restart.
+  c.walk = ml_collections.ConfigDict()
+  c.walk.method = "dense"  # dense | blocked | sampled
+  c.walk.steps = 3
+  c.walk.restart = 0.3  # 1 - a; the release's walk_restart_prob=0.7 is a.
+  c.walk.threshold = 0.4
+  c.walk.block_size = 512  # rows of A held at once by "blocked".
+  c.walk.num_walkers = 32  # "sampled" only.
+  c.walk.num_candidates = 32  # "sampled" only.
+  # DPAL: differential attention.
+  c.attention_heads = 8
+  # Decoder: U-Net widths (inc, down1, down2, down3); ups mirror them.
+  c.decoder_channels = (64, 128, 256, 256)
+  # Output logits at the input's size (None) or a fixed (H, W) as the release.
+  c.output_size = None
+  # Numerics.
+  c.dtype = "float32"  # compute dtype; params stay float32.
+  c.bn_momentum = 0.9  # flax convention: torch momentum 0.1.
+  c.bn_epsilon = 1e-5
+  c.bn_axis_name = None  # e.g. "data" to average BN statistics across devices.
+  return c
+
+
+def release_model_config() -> ml_collections.ConfigDict:
+  """The release's network, including its fixed 256x256 output."""
+  c = default_model_config()
+  c.output_size = (256, 256)
+  return c
+
+
+def default_preprocess_config() -> ml_collections.ConfigDict:
+  """How raw uint8 photos become network input.
+
+  ``image_size``: (H, W) every image is resized to (bilinear), or None to feed
+  the image at its own size. ``normalization``: "raw" feeds 0..255 floats as
+  the release does; "imagenet" subtracts the ImageNet mean and divides by the
+  std (in 0..255 units).
+  """
+  c = ml_collections.ConfigDict()
+  c.image_size = (256, 256)
+  c.normalization = "raw"
+  return c
+
+
+def validate_model_config(c: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the first invalid field."""
+
+  def bad(field, value, allowed):
+    raise ConfigError(f"model.{field}={value!r} is invalid; expected {allowed}.")
+
+  if c.backbone_depth not in RESNET_DEPTHS:
+    bad("backbone_depth", c.backbone_depth, f"one of {RESNET_DEPTHS}")
+  if c.output_stride not in OUTPUT_STRIDES:
+    bad("output_stride", c.output_stride, f"one of {OUTPUT_STRIDES}")
+  if c.walk.method not in WALK_METHODS:
+    bad("walk.method", c.walk.method, f"one of {WALK_METHODS}")
+  if not 0.0 <= c.walk.restart <= 1.0:
+    bad("walk.restart", c.walk.restart, "a probability in [0, 1]")
+  if c.walk.steps < 0:
+    bad("walk.steps", c.walk.steps, "a non-negative integer")
+  if c.feature_channels % c.attention_heads:
+    bad("attention_heads", c.attention_heads, f"a divisor of feature_channels={c.feature_channels}")
+  if c.dtype not in DTYPES:
+    bad("dtype", c.dtype, f"one of {DTYPES}")
+  if c.output_size is not None and len(tuple(c.output_size)) != 2:
+    bad("output_size", c.output_size, "None or (height, width)")
+
+
+def validate_preprocess_config(c: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the first invalid preprocessing field."""
+  if c.normalization not in NORMALIZATIONS:
+    raise ConfigError(
+      f"preprocess.normalization={c.normalization!r} is invalid; expected one of {NORMALIZATIONS}."
+    )
+  if c.image_size is not None and (len(tuple(c.image_size)) != 2 or min(c.image_size) < 8):
+    raise ConfigError(
+      f"preprocess.image_size={c.image_size!r} is invalid; expected None or (height, width) >= 8."
+    )

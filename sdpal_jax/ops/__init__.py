@@ -1,0 +1,23 @@
+"""Pure array math of SDPAL (NHWC, no Flax, no I/O)."""
+
+from sdpal_jax.ops.attention import differential_attention, merge_heads, split_heads
+from sdpal_jax.ops.correlation import (
+  affinity_row_sums,
+  cosine_affinity,
+  l2_normalize,
+  neighbour_pixel_residual,
+  random_walk_with_restart,
+)
+from sdpal_jax.ops.resize import resize_bilinear_align_corners
+
+__all__ = [
+  "affinity_row_sums",
+  "cosine_affinity",
+  "differential_attention",
+  "l2_normalize",
+  "merge_heads",
+  "neighbour_pixel_residual",
+  "random_walk_with_restart",
+  "resize_bilinear_align_corners",
+  "split_heads",
+]
