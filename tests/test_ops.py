@@ -1,0 +1,221 @@
+"""The MOAP/DPAL math against plain NumPy transcriptions of design.md §1."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sdpal_jax import ops
+
+
+def _realistic_features(rng, shape):
+  """Non-negative, spatially smooth features (as after a ReLU): a non-empty graph."""
+  x = rng.normal(size=shape)
+  for axis in (1, 2):
+    x = (x + np.roll(x, 1, axis=axis) + np.roll(x, -1, axis=axis)) / 3
+  return np.maximum(x + 0.3, 0).astype(np.float32)
+
+
+def numpy_resize_align_corners(x, out_h, out_w):
+  def axis_weights(n_in, n_out):
+    m = np.zeros((n_out, n_in))
+    for i in range(n_out):
+      src = 0.0 if n_out == 1 or n_in == 1 else i * (n_in - 1) / (n_out - 1)
+      lo = min(int(np.floor(src)), n_in - 1)
+      hi = min(lo + 1, n_in - 1)
+      m[i, lo] += 1 - (src - lo)
+      m[i, hi] += src - lo
+    return m
+
+  mh = axis_weights(x.shape[1], out_h)
+  mw = axis_weights(x.shape[2], out_w)
+  return np.einsum("oh,bhwc,pw->bopc", mh, x, mw)
+
+
+def numpy_walk(x, steps=3, a=0.7, threshold=0.4):
+  """The release's O(N^3) recursion W(k+1) = a W(k) A + (1-a) I, G = W(K) X."""
+  b, h, w, d = x.shape
+  out = []
+  for i in range(b):
+    nodes = x[i].reshape(-1, d).astype(np.float64)
+    unit = nodes / np.maximum(np.linalg.norm(nodes, axis=1, keepdims=True), 1e-12)
+    sim = unit @ unit.T
+    sim = sim * (sim >= threshold)
+    np.fill_diagonal(sim, 0.0)
+    affinity = sim / (sim.sum(1, keepdims=True) + 1e-8)
+    walk = np.eye(len(nodes))
+    for _ in range(steps):
+      walk = a * walk @ affinity + (1 - a) * np.eye(len(nodes))
+    out.append((walk @ nodes).reshape(h, w, d))
+  return np.stack(out)
+
+
+@pytest.mark.parametrize(
+  "in_size,out_size", [((4, 6), (7, 11)), ((8, 8), (4, 4)), ((5, 3), (1, 2))]
+)
+def test_resize_matches_align_corners_formula(in_size, out_size):
+  x = np.random.default_rng(0).normal(size=(2, *in_size, 3)).astype(np.float32)
+  got = ops.resize_bilinear_align_corners(jnp.asarray(x), out_size)
+  np.testing.assert_allclose(got, numpy_resize_align_corners(x, *out_size), atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 10)])
+def test_neighbour_pixel_residual_is_x_minus_down_up(size):
+  x = np.random.default_rng(1).normal(size=(2, *size, 5)).astype(np.float32)
+  h, w = size
+  small = numpy_resize_align_corners(x, h // 2, w // 2)
+  expected = x - numpy_resize_align_corners(small, h, w)
+  np.testing.assert_allclose(ops.neighbour_pixel_residual(jnp.asarray(x)), expected, atol=1e-5)
+
+
+def test_neighbour_pixel_residual_vanishes_on_linear_ramps():
+  ramp = np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1)
+  # Bilinear align_corners resampling reproduces affine functions exactly
+  # only where grids align; the residual of a constant map is exactly zero.
+  np.testing.assert_allclose(ops.neighbour_pixel_residual(jnp.ones((1, 9, 6, 2))), 0.0, atol=1e-6)
+  assert ops.neighbour_pixel_residual(jnp.asarray(ramp)).shape == ramp.shape
+
+
+def test_cosine_affinity_thresholds_drops_self_loops_and_normalises_rows():
+  rng = np.random.default_rng(2)
+  x = _realistic_features(rng, (1, 5, 5, 8)).reshape(1, 25, 8)
+  x[0, 3] = 0.0  # an isolated node: its row must stay empty
+  affinity = np.asarray(ops.cosine_affinity(jnp.asarray(x), threshold=0.4))[0]
+  unit = x[0] / np.maximum(np.linalg.norm(x[0], axis=1, keepdims=True), 1e-12)
+  sim = unit @ unit.T
+  sim = sim * (sim >= 0.4)
+  np.fill_diagonal(sim, 0)
+  np.testing.assert_allclose(affinity, sim / (sim.sum(1, keepdims=True) + 1e-8), atol=1e-6)
+  assert np.all(np.diag(affinity) == 0)
+  assert np.all(affinity[3] == 0)
+  nonempty = sim.sum(1) > 0
+  np.testing.assert_allclose(affinity[nonempty].sum(1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("steps,restart", [(3, 0.3), (1, 0.5), (0, 0.3)])
+def test_dense_walk_matches_release_recursion(steps, restart):
+  x = _realistic_features(np.random.default_rng(3), (2, 6, 5, 16))
+  got = ops.random_walk_with_restart(jnp.asarray(x), steps=steps, restart=restart, method="dense")
+  np.testing.assert_allclose(got, numpy_walk(x, steps, 1 - restart), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("block_size", [1, 7, 30, 512])
+def test_blocked_walk_matches_dense_for_any_block_size(block_size):
+  x = _realistic_features(np.random.default_rng(4), (2, 6, 5, 16))
+  dense = ops.random_walk_with_restart(jnp.asarray(x), method="dense")
+  blocked = ops.random_walk_with_restart(jnp.asarray(x), method="blocked", block_size=block_size)
+  np.testing.assert_allclose(blocked, dense, rtol=1e-5, atol=1e-5)
+
+
+def test_blocked_walk_never_materialises_the_full_affinity():
+  """XLA's own buffer accounting: blocked needs a slab, dense needs all of A."""
+  n_side, block = 32, 64
+  n = n_side * n_side
+  x = jnp.zeros((1, n_side, n_side, 8))
+
+  def temp_bytes(method, **opts):
+    fn = jax.jit(lambda v: ops.random_walk_with_restart(v, method=method, **opts))
+    return fn.lower(x).compile().memory_analysis().temp_size_in_bytes
+
+  full_affinity = n * n * 4
+  assert temp_bytes("dense") >= full_affinity
+  assert temp_bytes("blocked", block_size=block) < full_affinity / 4
+
+
+def test_sampled_walk_error_shrinks_as_walkers_grow():
+  x = _realistic_features(np.random.default_rng(5), (1, 8, 8, 16))
+  exact = numpy_walk(x)
+  errors = []
+  for walkers in (16, 64, 256):
+    est = ops.random_walk_with_restart(
+      jnp.asarray(x), method="sampled", key=jax.random.key(0), num_walkers=walkers, num_candidates=4
+    )
+    errors.append(float(np.mean(np.abs(est - exact)) / np.mean(np.abs(exact))))
+  assert errors[0] > errors[1] > errors[2]
+  assert errors[2] < 0.02
+
+
+def test_sampled_walk_is_unbiased_on_average_over_keys():
+  x = _realistic_features(np.random.default_rng(6), (1, 4, 4, 8))
+  exact = numpy_walk(x)
+  estimates = [
+    ops.random_walk_with_restart(
+      jnp.asarray(x), method="sampled", key=jax.random.key(seed), num_walkers=8, num_candidates=2
+    )
+    for seed in range(64)
+  ]
+  single_error = np.mean(np.abs(estimates[0] - exact))
+  mean_error = np.mean(np.abs(np.mean(estimates, axis=0) - exact))
+  assert mean_error < single_error / 4  # ~1/sqrt(64) if unbiased; bias would not average out
+
+
+def test_sampled_walk_needs_an_explicit_key():
+  with pytest.raises(ValueError, match="PRNG key"):
+    ops.random_walk_with_restart(jnp.ones((1, 2, 2, 3)), method="sampled")
+
+
+def test_unknown_walk_method_is_rejected():
+  with pytest.raises(ValueError, match="method"):
+    ops.random_walk_with_restart(jnp.ones((1, 2, 2, 3)), method="exact")
+
+
+@pytest.mark.parametrize("method", ["dense", "blocked"])
+def test_walk_gradients_are_finite_and_agree(method):
+  x = jnp.asarray(_realistic_features(np.random.default_rng(7), (1, 4, 4, 6)))
+  opts = {"block_size": 5} if method == "blocked" else {}
+
+  def loss(v):
+    return jnp.sum(ops.random_walk_with_restart(v, method=method, **opts) ** 2)
+
+  grad = jax.grad(loss)(x)
+  assert np.all(np.isfinite(grad))
+  dense_grad = jax.grad(lambda v: jnp.sum(ops.random_walk_with_restart(v) ** 2))(x)
+  np.testing.assert_allclose(grad, dense_grad, rtol=1e-4, atol=1e-4)
+
+
+def test_sampled_walk_gradients_are_finite():
+  x = jnp.asarray(_realistic_features(np.random.default_rng(8), (1, 4, 4, 6)))
+  grad = jax.grad(
+    lambda v: jnp.sum(ops.random_walk_with_restart(v, method="sampled", key=jax.random.key(1)))
+  )(x)
+  assert np.all(np.isfinite(grad))
+
+
+def test_walk_works_under_jit_and_vmap():
+  x = jnp.asarray(_realistic_features(np.random.default_rng(9), (3, 2, 4, 4, 6)))
+  fn = jax.jit(jax.vmap(lambda v: ops.random_walk_with_restart(v, method="blocked", block_size=3)))
+  got = fn(x)
+  expected = np.stack([numpy_walk(np.asarray(v)) for v in x])
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def numpy_differential_attention(q1, k1, q2, k2, v, heads):
+  b, n, c = q1.shape
+  d = c // heads
+
+  def split(t):
+    return t.reshape(b, n, heads, d).transpose(0, 2, 1, 3)
+
+  def softmax(z):
+    z = z - z.max(-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(-1, keepdims=True)
+
+  a1 = softmax(split(q1) @ split(k1).transpose(0, 1, 3, 2) / np.sqrt(d))
+  a2 = softmax(split(q2) @ split(k2).transpose(0, 1, 3, 2) / np.sqrt(d))
+  return ((a1 - a2) @ split(v)).transpose(0, 2, 1, 3).reshape(b, n, c)
+
+
+def test_differential_attention_matches_numpy():
+  rng = np.random.default_rng(10)
+  q1, k1, q2, k2, v = (rng.normal(size=(2, 12, 16)).astype(np.float32) for _ in range(5))
+  got = ops.differential_attention(*(jnp.asarray(t) for t in (q1, k1, q2, k2, v)), num_heads=4)
+  np.testing.assert_allclose(got, numpy_differential_attention(q1, k1, q2, k2, v, 4), atol=1e-5)
+
+
+def test_differential_attention_is_zero_when_both_maps_agree():
+  rng = np.random.default_rng(11)
+  q, k, v = (jnp.asarray(rng.normal(size=(1, 9, 8)).astype(np.float32)) for _ in range(3))
+  np.testing.assert_allclose(ops.differential_attention(q, k, q, k, v, num_heads=2), 0.0, atol=1e-6)
