@@ -1,0 +1,136 @@
+"""Tampering probability maps from a checkpoint directory, for photos of any size.
+
+``Predictor.from_checkpoint(DIR)`` rebuilds the network and the preprocessing
+recorded in ``DIR/config.json`` (see ``sdpal_jax.checkpoint``), and
+``predict_probabilities`` turns uint8 photos into per-pixel probabilities at
+the photos' own resolution.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from PIL import Image
+
+from sdpal_jax import checkpoint as checkpoint_lib
+from sdpal_jax import preprocessing
+from sdpal_jax.errors import SdpalError
+
+# Fixed key for the "sampled" walk so that a prediction is reproducible.
+_WALK_KEY_SEED = 0
+
+
+def resize_probabilities(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+  """Bilinear resize of a float ``[h, w]`` map to ``size=(H, W)`` (PIL, float32)."""
+  h, w = int(size[0]), int(size[1])
+  if prob.shape == (h, w):
+    return prob.astype(np.float32)
+  resized = Image.fromarray(prob.astype(np.float32), mode="F").resize((w, h), Image.BILINEAR)
+  return np.clip(np.asarray(resized, np.float32), 0.0, 1.0)
+
+
+def image_level_score(prob: np.ndarray, top_fraction: float = 0.01) -> float:
+  """Image-level tampering score: mean of the top 1% pixel probabilities.
+
+  The maximum alone reacts to a single noisy pixel; the mean of the
+  highest-scoring 1% is as sensitive to a small tampered region but steadier.
+  """
+  flat = np.asarray(prob, np.float32).reshape(-1)
+  k = max(1, int(round(flat.size * top_fraction)))
+  return float(np.mean(np.partition(flat, flat.size - k)[flat.size - k :]))
+
+
+@dataclasses.dataclass
+class Predictor:
+  """Applies an SDPAL model to uint8 photos.
+
+  Attributes:
+    model: the Flax module (``sdpal_jax.models.build_model``).
+    variables: ``{"params", "batch_stats"}``.
+    model_config / preprocess_config: as stored with the checkpoint.
+    full_resolution: feed each photo at its own size instead of resizing it to
+      ``preprocess_config.image_size`` (the network is fully convolutional
+      apart from the graph, whose cost grows with the number of pixels).
+  """
+
+  model: Any
+  variables: dict[str, Any]
+  model_config: ml_collections.ConfigDict
+  preprocess_config: ml_collections.ConfigDict
+  full_resolution: bool = False
+
+  @classmethod
+  def from_checkpoint(
+    cls, path: str, *, full_resolution: bool = False, **model_overrides
+  ) -> Predictor:
+    """Loads ``path`` (a training workdir or a converted checkpoint directory).
+
+    ``model_overrides`` replace model config fields (e.g. ``walk_method="blocked"``
+    becomes ``model.walk.method``), useful for large images.
+    """
+    from sdpal_jax.models import build_model  # noqa: PLC0415 (heavy import)
+
+    loaded = checkpoint_lib.load_inference_checkpoint(path)
+    model_config = ml_collections.ConfigDict(loaded.model_config.to_dict())
+    for key, value in model_overrides.items():
+      target, field = model_config, key
+      if key.startswith("walk_"):
+        target, field = model_config.walk, key[len("walk_") :]
+      if field not in target:
+        raise SdpalError(f"unknown model override {key!r}.")
+      target[field] = value
+    if full_resolution:
+      model_config.output_size = None
+    return cls(
+      model=build_model(model_config),
+      variables=loaded.variables,
+      model_config=model_config,
+      preprocess_config=loaded.preprocess_config,
+      full_resolution=full_resolution,
+    )
+
+  @functools.cached_property
+  def _apply(self):
+    needs_key = self.model_config.walk.method == "sampled"
+
+    def forward(variables, images):
+      rngs = {"walk": jax.random.key(_WALK_KEY_SEED)} if needs_key else None
+      logits = self.model.apply(variables, images, train=False, rngs=rngs)
+      return jax.nn.sigmoid(logits.astype(jnp.float32))
+
+    return jax.jit(forward)
+
+  def input_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
+    """The (H, W) the network sees for a photo of ``image_size``."""
+    if self.full_resolution or self.preprocess_config.image_size is None:
+      return int(image_size[0]), int(image_size[1])
+    return tuple(int(s) for s in self.preprocess_config.image_size)
+
+  def predict_probabilities(self, images: np.ndarray) -> np.ndarray:
+    """uint8 ``[B, H, W, 3]`` -> float32 ``[B, H, W]`` tampering probabilities.
+
+    Images are resized to the checkpoint's input size (PIL bilinear, as the
+    release's torchvision Resize), normalised as recorded, and the network's
+    probability map is resized back (bilinear) to ``H x W``.
+    """
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3:
+      raise SdpalError(f"expected uint8 images [B, H, W, 3], got shape {images.shape}.")
+    if images.dtype != np.uint8:
+      raise SdpalError(f"expected uint8 images, got dtype {images.dtype}.")
+    b, h, w, _ = images.shape
+    size = self.input_size((h, w))
+    batch = np.stack([preprocessing.resize_image(img, size) for img in images])
+    x = preprocessing.normalize_images(batch, self.preprocess_config.normalization)
+    probs = np.asarray(self._apply(self.variables, jnp.asarray(x)))
+    return np.stack([resize_probabilities(p, (h, w)) for p in probs])
+
+  def predict_image(self, image: np.ndarray) -> np.ndarray:
+    """uint8 ``[H, W, 3]`` -> float32 ``[H, W]``."""
+    return self.predict_probabilities(np.asarray(image)[None])[0]

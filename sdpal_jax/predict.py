@@ -1,0 +1,193 @@
+r"""Tampering heat-maps for photos: ``python -m sdpal_jax.predict``.
+
+  python -m sdpal_jax.predict --checkpoint DIR --output_dir OUT IMAGE_OR_DIR...
+
+For each photo ``STEM.ext`` it writes, at the photo's own resolution:
+``STEM_prob.npy`` (float32 H x W probabilities), ``STEM_mask.png`` (0/255 at
+the threshold), ``STEM_overlay.png`` (the photo with tampered pixels tinted
+red), and one ``OUT/summary.json`` with an image-level score per photo and
+the files that could not be read.
+
+Exit status: 0 when every photo was processed, 1 when some were skipped
+(each is named on stderr and in summary.json), 2 when nothing could be done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+from absl import app, flags, logging
+from PIL import Image
+
+from sdpal_jax.errors import SdpalError
+
+IMAGE_EXTENSIONS = (
+  ".jpg",
+  ".jpeg",
+  ".png",
+  ".tif",
+  ".tiff",
+  ".bmp",
+  ".webp",
+  ".gif",
+  ".ppm",
+  ".pgm",
+)
+
+
+def collect_images(inputs: Iterable[str]) -> tuple[list[str], list[tuple[str, str]]]:
+  """Expands files and folders (non-recursive, sorted) into image paths.
+
+  Returns:
+    (paths, problems): problems are (path, reason) for inputs that do not exist
+    or folders without images.
+  """
+  paths, problems = [], []
+  for item in inputs:
+    if os.path.isdir(item):
+      found = sorted(
+        os.path.join(item, name)
+        for name in os.listdir(item)
+        if name.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(item, name))
+      )
+      if not found:
+        problems.append((item, f"folder has no images ({', '.join(IMAGE_EXTENSIONS)})"))
+      paths.extend(found)
+    elif os.path.isfile(item):
+      paths.append(item)
+    else:
+      problems.append((item, "no such file or folder"))
+  return paths, problems
+
+
+def overlay(image: np.ndarray, prob: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+  """uint8 ``[H, W, 3]`` photo with red tint proportional to ``prob`` ``[H, W]``."""
+  red = np.zeros_like(image, dtype=np.float32)
+  red[..., 0] = 255.0
+  weight = (alpha * prob)[..., None]
+  return np.clip(image * (1 - weight) + red * weight, 0, 255).astype(np.uint8)
+
+
+def _unique_stems(paths: Sequence[str]) -> list[str]:
+  """File stems, with ``_2``, ``_3``... appended where two photos share one."""
+  seen: dict[str, int] = {}
+  stems = []
+  for path in paths:
+    stem = os.path.splitext(os.path.basename(path))[0]
+    seen[stem] = seen.get(stem, 0) + 1
+    stems.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+  return stems
+
+
+def predict_files(
+  predictor,
+  paths: Sequence[str],
+  output_dir: str,
+  *,
+  threshold: float = 0.5,
+  already_skipped: Sequence[tuple[str, str]] = (),
+) -> dict:
+  """Runs ``predictor`` on every path; writes the outputs; returns the summary dict.
+
+  ``already_skipped``: (path, reason) of inputs rejected before reading, listed
+  in summary.json with the unreadable files.
+  """
+  from sdpal_jax.image_io import load_image  # noqa: PLC0415
+  from sdpal_jax.inference import image_level_score  # noqa: PLC0415
+
+  os.makedirs(output_dir, exist_ok=True)
+  results = []
+  skipped = [{"file": p, "reason": r} for p, r in already_skipped]
+  for path, stem in zip(paths, _unique_stems(paths), strict=True):
+    try:
+      image = load_image(path)
+    except SdpalError as e:
+      logging.error("skipping %s", e)
+      print(f"skipped: {e}", file=sys.stderr)
+      skipped.append({"file": path, "reason": getattr(e, "reason", str(e))})
+      continue
+    prob = predictor.predict_image(image)
+    mask = (prob > threshold).astype(np.uint8) * 255
+    np.save(os.path.join(output_dir, f"{stem}_prob.npy"), prob.astype(np.float32))
+    Image.fromarray(mask).save(os.path.join(output_dir, f"{stem}_mask.png"))
+    Image.fromarray(overlay(image, prob)).save(os.path.join(output_dir, f"{stem}_overlay.png"))
+    results.append(
+      {
+        "file": path,
+        "stem": stem,
+        "height": int(image.shape[0]),
+        "width": int(image.shape[1]),
+        "score": image_level_score(prob),
+        "tampered_fraction": float(np.mean(prob > threshold)),
+        "max_probability": float(prob.max()),
+      }
+    )
+  summary = {
+    "threshold": threshold,
+    "score": "mean of the top 1% pixel probabilities",
+    "images": results,
+    "skipped": skipped,
+  }
+  tmp = os.path.join(output_dir, "summary.json.tmp")
+  with open(tmp, "w") as f:
+    json.dump(summary, f, indent=2)
+  os.replace(tmp, os.path.join(output_dir, "summary.json"))
+  return summary
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("checkpoint", None, "Checkpoint directory (training workdir or converted).")
+flags.DEFINE_string("output_dir", None, "Where to write the maps and summary.json.")
+flags.DEFINE_float("threshold", 0.5, "Probability above which a pixel counts as tampered.")
+flags.DEFINE_bool(
+  "full_resolution", False, "Feed photos at their own size instead of the checkpoint's input size."
+)
+flags.DEFINE_enum(
+  "walk_method", None, ["dense", "blocked", "sampled"], "Override the random-walk method."
+)
+
+
+def main(argv: Sequence[str]) -> int:
+  inputs = list(argv[1:])
+  if not FLAGS.checkpoint or not FLAGS.output_dir or not inputs:
+    print(
+      "usage: python -m sdpal_jax.predict --checkpoint DIR --output_dir OUT IMAGE_OR_DIR...",
+      file=sys.stderr,
+    )
+    return 2
+  from sdpal_jax.inference import Predictor  # noqa: PLC0415
+
+  paths, problems = collect_images(inputs)
+  for path, reason in problems:
+    print(f"skipped: {path}: {reason}", file=sys.stderr)
+  if not paths:
+    print("no images to process.", file=sys.stderr)
+    return 2
+  overrides = {"walk_method": FLAGS.walk_method} if FLAGS.walk_method else {}
+  try:
+    predictor = Predictor.from_checkpoint(
+      FLAGS.checkpoint, full_resolution=FLAGS.full_resolution, **overrides
+    )
+  except SdpalError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  summary = predict_files(
+    predictor, paths, FLAGS.output_dir, threshold=FLAGS.threshold, already_skipped=problems
+  )
+  n_ok, n_bad = len(summary["images"]), len(summary["skipped"])
+  print(f"wrote {n_ok} prediction(s) to {FLAGS.output_dir}; skipped {n_bad}.")
+  if n_ok == 0:
+    return 2
+  return 1 if n_bad else 0
+
+
+def run_main() -> None:
+  app.run(lambda argv: sys.exit(main(argv)))
+
+
+if __name__ == "__main__":
+  run_main()
