@@ -1,0 +1,594 @@
+"""Forgery-localisation metrics: pooled, per-image and best-threshold protocols.
+
+Everything here is NumPy on host memory, streaming (``update`` one probability
+map at a time, ``result`` at the end) and pure apart from the accumulators'
+own state. Three pixel protocols are in use in the literature; they give very
+different numbers for the same predictions, so every result says which one it
+is.
+
+``dataset`` (``DatasetMetrics``) — the SDPAL release's ``main.py validate``:
+  a pixel is predicted tampered iff its probability is *strictly greater* than
+  0.5; TP/FP/FN are summed over every pixel of the split and precision,
+  recall, F1 and IoU come from the sums; AUC is over all pixels of the split
+  pooled together. The release's conventions for degenerate splits are kept
+  (precision = 1 with no positive prediction, recall = 1 with no tampered
+  pixel, F1 = 0 when both are 0, IoU = 0 with an empty union, AUC = 0.5 with
+  one class only) and each also raises a ``MetricWarning``. The AUC is exact
+  (identical to ``sklearn.metrics.roc_auc_score``, ties included) with memory
+  that grows with the number of *distinct* float32 probabilities seen, not
+  with the number of pixels (``ExactScoreTable``), or approximate with fixed
+  memory (``HistogramScoreTable``, ``histogram_bins=``).
+
+``image`` (``ImageMetrics``) — IMDL-BenCo's ``PixelF1`` / ``PixelAUC``
+  (Ma et al., "IMDL-BenCo", NeurIPS 2024 Datasets & Benchmarks; package
+  ``imdlbenco``, ``IMDLBenCo/evaluation/F1.py`` and ``AUC.py``): F1 at 0.5 and
+  AUC computed per image, then averaged over images. IMDL-BenCo gives an image
+  without any tampered pixel F1 = 0 (TP = 0) and AUC = 0 (its ``Cal_AUC``
+  returns 0.0 for an all-zero mask) and still counts it in the mean; we do the
+  same for ``pixel_f1`` / ``pixel_auc`` (and warn), and add
+  ``pixel_f1_tampered`` / ``pixel_auc_tampered``, the means over images that
+  contain both classes, which is what the benchmark's authors recommend
+  reporting (they evaluate pixel metrics on tampered-only sets). IMDL-BenCo's
+  AUC is NaN for an all-tampered mask; we use 0 there too and warn. Its
+  per-image AUC does not merge tied scores; ours does (as scikit-learn).
+
+``best`` (``BestThresholdMetrics``) — the "optimal threshold" protocol of
+  CAT-Net / TruFor style comparisons: ``pixel_f1`` is the mean over tampered
+  images of each image's F1 at its own best threshold (authentic images are
+  left out: no threshold gives them a true positive), and
+  ``pixel_f1_best_dataset`` is the pooled F1 at the single best threshold for
+  the split (from the same count tables as the pooled AUC).
+  ``pixel_auc`` is the pooled AUC (threshold-free, as in ``dataset``).
+
+Image-level detection (in every protocol's result): the score of an image is
+the mean of its top 1% pixel probabilities (``detection_score``; the maximum
+alone follows a single noisy pixel); ``image_auc`` is the AUC of that score
+for tampered vs authentic images and ``image_balanced_accuracy`` the mean of
+the two class recalls at threshold 0.5 (score > 0.5 means tampered).
+
+All metric values are fractions in [0, 1].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Any
+
+import numpy as np
+
+THRESHOLD = 0.5
+DETECTION_TOP_FRACTION = 0.01
+PROTOCOLS = ("dataset", "image", "best")
+
+
+class MetricWarning(UserWarning):
+  """A metric fell back to a convention because the data made it undefined."""
+
+
+def _warn(message: str) -> None:
+  warnings.warn(message, MetricWarning, stacklevel=3)
+
+
+# --------------------------------------------------------------------------
+# Per-value count tables: the sufficient statistic for AUC, curves, best F1.
+# --------------------------------------------------------------------------
+
+
+def _as_scores_and_labels(probs, mask, valid) -> tuple[np.ndarray, np.ndarray]:
+  """Flattens ``probs`` / ``mask`` ``[H, W]`` to 1-D, keeping pixels where ``valid``."""
+  probs = np.asarray(probs, np.float32)
+  mask = np.asarray(mask)
+  if probs.shape != mask.shape:
+    raise ValueError(f"probabilities {probs.shape} and mask {mask.shape} differ in shape.")
+  labels = mask.astype(bool)
+  if valid is True or valid is None:
+    return probs.reshape(-1), labels.reshape(-1)
+  valid = np.asarray(valid, bool)
+  if valid.shape == ():
+    keep = np.full(probs.shape, bool(valid))
+  else:
+    keep = np.broadcast_to(valid, probs.shape)
+  return probs[keep], labels[keep]
+
+
+class ExactScoreTable:
+  """Counts of positive and negative pixels per distinct float32 score, merged as it streams.
+
+  Memory is O(number of distinct float32 values seen) — at most 2^30 for
+  values in [0, 1] and in practice far fewer — independent of the number of
+  pixels. New batches are kept as small per-batch ``np.unique`` tables and
+  merged into the running sorted table once their total size reaches the
+  table's, so the merging cost is amortised O(n log n).
+  """
+
+  def __init__(self):
+    self._values = np.empty(0, np.float32)
+    self._positives = np.empty(0, np.int64)
+    self._negatives = np.empty(0, np.int64)
+    self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    self._pending_size = 0
+
+  def update(self, scores: np.ndarray, labels: np.ndarray) -> None:
+    """Adds 1-D float ``scores`` with boolean ``labels`` (True = tampered)."""
+    scores = np.asarray(scores, np.float32).reshape(-1)
+    labels = np.asarray(labels, bool).reshape(-1)
+    if scores.size == 0:
+      return
+    values, inverse = np.unique(scores, return_inverse=True)
+    positives = np.bincount(inverse, weights=labels, minlength=values.size).astype(np.int64)
+    negatives = np.bincount(inverse, minlength=values.size).astype(np.int64) - positives
+    self._pending.append((values, positives, negatives))
+    self._pending_size += values.size
+    if self._pending_size >= max(self._values.size, 1 << 16):
+      self._merge()
+
+  def _merge(self) -> None:
+    if not self._pending:
+      return
+    parts = [(self._values, self._positives, self._negatives), *self._pending]
+    values = np.concatenate([p[0] for p in parts])
+    unique, inverse = np.unique(values, return_inverse=True)
+    self._positives = np.bincount(
+      inverse, weights=np.concatenate([p[1] for p in parts]), minlength=unique.size
+    ).astype(np.int64)
+    self._negatives = np.bincount(
+      inverse, weights=np.concatenate([p[2] for p in parts]), minlength=unique.size
+    ).astype(np.int64)
+    self._values = unique
+    self._pending, self._pending_size = [], 0
+
+  def counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(values ascending [M] float, positives [M] int64, negatives [M] int64)."""
+    self._merge()
+    return self._values.astype(np.float64), self._positives, self._negatives
+
+
+class HistogramScoreTable:
+  """Fixed-memory approximation of ``ExactScoreTable`` for huge splits.
+
+  Scores in [0, 1] are counted in ``num_bins`` equal-width bins (default 2^20,
+  16 MiB); all scores of a bin count as one tied value (its lower edge), so the
+  AUC is approximate (the error is bounded by the mass of positive/negative
+  pairs that fall in a common bin) and thresholds are resolved to 1/num_bins.
+  """
+
+  def __init__(self, num_bins: int = 1 << 20):
+    if num_bins < 2:
+      raise ValueError(f"num_bins={num_bins}; need at least 2.")
+    self.num_bins = int(num_bins)
+    self._positives = np.zeros(self.num_bins, np.int64)
+    self._negatives = np.zeros(self.num_bins, np.int64)
+
+  def update(self, scores: np.ndarray, labels: np.ndarray) -> None:
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    labels = np.asarray(labels, bool).reshape(-1)
+    bins = np.clip((scores * self.num_bins).astype(np.int64), 0, self.num_bins - 1)
+    self._positives += np.bincount(bins[labels], minlength=self.num_bins)
+    self._negatives += np.bincount(bins[~labels], minlength=self.num_bins)
+
+  def counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    used = (self._positives + self._negatives) > 0
+    values = np.arange(self.num_bins, dtype=np.float64)[used] / self.num_bins
+    return values, self._positives[used], self._negatives[used]
+
+
+def auc_from_counts(positives: np.ndarray, negatives: np.ndarray) -> float:
+  """ROC AUC from per-value counts ordered by ascending score (ties count 1/2).
+
+  The Mann-Whitney form: P(score_pos > score_neg) + 0.5 P(equal), which equals
+  the trapezoidal area under the ROC curve scikit-learn computes. NaN if one
+  class is absent.
+  """
+  positives = np.asarray(positives, np.float64)
+  negatives = np.asarray(negatives, np.float64)
+  total_pos, total_neg = positives.sum(), negatives.sum()
+  if total_pos == 0 or total_neg == 0:
+    return float("nan")
+  negatives_below = np.cumsum(negatives) - negatives
+  wins = np.sum(positives * negatives_below) + 0.5 * np.sum(positives * negatives)
+  return float(wins / (total_pos * total_neg))
+
+
+def _descending_cumulative(values, positives, negatives):
+  """TP and FP when predicting ``score >= value`` for each value, highest value first."""
+  order = np.argsort(values)[::-1]
+  return (
+    np.asarray(values)[order],
+    np.cumsum(np.asarray(positives)[order]).astype(np.float64),
+    np.cumsum(np.asarray(negatives)[order]).astype(np.float64),
+  )
+
+
+def roc_curve_from_counts(values, positives, negatives):
+  """(false positive rate, true positive rate, thresholds), starting at (0, 0).
+
+  A point per distinct value v: predict tampered iff score >= v.
+  """
+  thresholds, tp, fp = _descending_cumulative(values, positives, negatives)
+  total_pos, total_neg = max(tp[-1] if tp.size else 0, 1), max(fp[-1] if fp.size else 0, 1)
+  fpr = np.concatenate([[0.0], fp / total_neg])
+  tpr = np.concatenate([[0.0], tp / total_pos])
+  return fpr, tpr, np.concatenate([[np.inf], thresholds])
+
+
+def precision_recall_curve_from_counts(values, positives, negatives):
+  """(precision, recall, thresholds), highest threshold first (predict score >= v)."""
+  thresholds, tp, fp = _descending_cumulative(values, positives, negatives)
+  total_pos = max(tp[-1] if tp.size else 0, 1)
+  precision = tp / np.maximum(tp + fp, 1)
+  recall = tp / total_pos
+  return precision, recall, thresholds
+
+
+def best_f1_from_counts(values, positives, negatives) -> tuple[float, float]:
+  """(best F1, its threshold v) over all rules ``score >= v``; (0, nan) without positives."""
+  thresholds, tp, fp = _descending_cumulative(values, positives, negatives)
+  if tp.size == 0 or tp[-1] == 0:
+    return 0.0, float("nan")
+  f1 = 2 * tp / (tp + fp + tp[-1])  # 2TP / (predicted positives + actual positives)
+  best = int(np.argmax(f1))
+  return float(f1[best]), float(thresholds[best])
+
+
+# --------------------------------------------------------------------------
+# Confusion-count metrics at a fixed threshold.
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ConfusionCounts:
+  """Pixel counts at a fixed threshold (predicted tampered iff prob > threshold)."""
+
+  tp: int = 0
+  fp: int = 0
+  fn: int = 0
+  tn: int = 0
+
+  @classmethod
+  def from_maps(cls, scores, labels, threshold: float = THRESHOLD) -> ConfusionCounts:
+    predicted = np.asarray(scores) > threshold
+    labels = np.asarray(labels, bool)
+    tp = int(np.count_nonzero(predicted & labels))
+    fp = int(np.count_nonzero(predicted & ~labels))
+    fn = int(np.count_nonzero(~predicted & labels))
+    return cls(tp=tp, fp=fp, fn=fn, tn=int(labels.size) - tp - fp - fn)
+
+  def __iadd__(self, other: ConfusionCounts) -> ConfusionCounts:
+    self.tp += other.tp
+    self.fp += other.fp
+    self.fn += other.fn
+    self.tn += other.tn
+    return self
+
+
+def release_scores(counts: ConfusionCounts, warn: bool = True) -> dict[str, float]:
+  """Precision, recall, F1, IoU with the SDPAL release's conventions for empty sums."""
+  tp, fp, fn = counts.tp, counts.fp, counts.fn
+  if tp + fp == 0:
+    precision = 1.0
+    if warn:
+      _warn("no pixel was predicted tampered: precision set to 1 (SDPAL release convention).")
+  else:
+    precision = tp / (tp + fp)
+  if tp + fn == 0:
+    recall = 1.0
+    if warn:
+      _warn("no pixel is tampered in the ground truth: recall set to 1 (SDPAL release convention).")
+  else:
+    recall = tp / (tp + fn)
+  f1 = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+  union = tp + fp + fn
+  iou = 0.0 if union == 0 else tp / union
+  return {"pixel_precision": precision, "pixel_recall": recall, "pixel_f1": f1, "pixel_iou": iou}
+
+
+def f1_score_exact(counts: ConfusionCounts) -> float:
+  """2TP / (2TP + FP + FN), 0 when that is 0/0 (scikit-learn's ``zero_division=0``)."""
+  denominator = 2 * counts.tp + counts.fp + counts.fn
+  return 0.0 if denominator == 0 else 2 * counts.tp / denominator
+
+
+def single_map_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+  """Exact ROC AUC of one map (ties count 1/2); NaN if it has one class only."""
+  values, inverse = np.unique(np.asarray(scores, np.float32).reshape(-1), return_inverse=True)
+  labels = np.asarray(labels, bool).reshape(-1)
+  positives = np.bincount(inverse, weights=labels, minlength=values.size)
+  negatives = np.bincount(inverse, minlength=values.size) - positives
+  return auc_from_counts(positives, negatives)
+
+
+def single_map_best_f1(scores: np.ndarray, labels: np.ndarray) -> float:
+  """Best F1 of one map over all thresholds ``score >= v``; 0 with no tampered pixel."""
+  values, inverse = np.unique(np.asarray(scores, np.float32).reshape(-1), return_inverse=True)
+  labels = np.asarray(labels, bool).reshape(-1)
+  positives = np.bincount(inverse, weights=labels, minlength=values.size)
+  negatives = np.bincount(inverse, minlength=values.size) - positives
+  return best_f1_from_counts(values, positives, negatives)[0]
+
+
+# --------------------------------------------------------------------------
+# Image-level detection.
+# --------------------------------------------------------------------------
+
+
+def detection_score(probs: np.ndarray, top_fraction: float = DETECTION_TOP_FRACTION) -> float:
+  """Image-level tampering score of an ``[H, W]`` map: mean of its top ``top_fraction`` pixels."""
+  flat = np.asarray(probs, np.float32).reshape(-1)
+  k = max(1, int(round(flat.size * top_fraction)))
+  return float(np.mean(np.partition(flat, flat.size - k)[flat.size - k :]))
+
+
+def balanced_accuracy(predicted: np.ndarray, labels: np.ndarray) -> float:
+  """Mean recall over the classes present in ``labels`` (as scikit-learn's)."""
+  predicted = np.asarray(predicted, bool)
+  labels = np.asarray(labels, bool)
+  recalls = [
+    float(np.mean(predicted[labels == cls] == cls))
+    for cls in (False, True)
+    if np.any(labels == cls)
+  ]
+  return float(np.mean(recalls)) if recalls else float("nan")
+
+
+class DetectionMetrics:
+  """Image-level tampered-vs-authentic detection from per-image scores."""
+
+  def __init__(self, threshold: float = THRESHOLD):
+    self.threshold = threshold
+    self.scores: list[float] = []
+    self.labels: list[bool] = []
+
+  def update(self, score: float, tampered: bool) -> None:
+    self.scores.append(float(score))
+    self.labels.append(bool(tampered))
+
+  def result(self) -> dict[str, Any]:
+    scores = np.asarray(self.scores, np.float32)
+    labels = np.asarray(self.labels, bool)
+    num_tampered = int(labels.sum())
+    auc = single_map_auc(scores, labels) if scores.size else float("nan")
+    if np.isnan(auc):
+      auc = 0.5
+      if scores.size:
+        _warn(
+          "image-level AUC needs tampered and authentic images; got "
+          f"{num_tampered} tampered of {labels.size}: image_auc set to 0.5."
+        )
+    return {
+      "image_auc": auc,
+      "image_balanced_accuracy": balanced_accuracy(scores > self.threshold, labels),
+      "num_images": int(labels.size),
+      "num_tampered_images": num_tampered,
+    }
+
+
+# --------------------------------------------------------------------------
+# Protocol accumulators.
+# --------------------------------------------------------------------------
+
+
+class _Accumulator:
+  """Shared image-level bookkeeping; subclasses add the pixel protocol."""
+
+  protocol = ""
+
+  def __init__(self, threshold: float = THRESHOLD, histogram_bins: int | None = None):
+    self.threshold = threshold
+    self.detection = DetectionMetrics(threshold)
+    self.table = (
+      ExactScoreTable() if histogram_bins is None else HistogramScoreTable(histogram_bins)
+    )
+    self.auc_method = "exact" if histogram_bins is None else f"histogram{int(histogram_bins)}"
+
+  def update(self, probs, mask, valid=True, tampered: bool | None = None) -> None:
+    """Adds one image.
+
+    Args:
+      probs: float ``[H, W]`` tampering probabilities in [0, 1].
+      mask: ``[H, W]`` ground truth, nonzero = tampered.
+      valid: True (every pixel counts), or a bool ``[H, W]`` map of the pixels
+        that count (e.g. not padding).
+      tampered: the image-level label; defaults to "the mask has a tampered pixel".
+    """
+    scores, labels = _as_scores_and_labels(probs, mask, valid)
+    if tampered is None:
+      tampered = bool(labels.any())
+    self.detection.update(detection_score(scores) if scores.size else 0.0, tampered)
+    self._update_pixels(scores, labels)
+
+  def _update_pixels(self, scores, labels) -> None:
+    raise NotImplementedError
+
+  def counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pooled per-value counts (for ROC / PR curves)."""
+    return self.table.counts()
+
+  def _pooled_auc(self) -> float:
+    values, positives, negatives = self.table.counts()
+    auc = auc_from_counts(positives, negatives)
+    if np.isnan(auc):
+      _warn(
+        f"the split has {int(positives.sum())} tampered and {int(negatives.sum())} authentic "
+        "pixels; pooled AUC needs both: pixel_auc set to 0.5 (SDPAL release convention)."
+      )
+      return 0.5
+    return auc
+
+  def result(self) -> dict[str, Any]:
+    return {"protocol": self.protocol, **self._pixel_result(), **self.detection.result()}
+
+  def _pixel_result(self) -> dict[str, Any]:
+    raise NotImplementedError
+
+
+class DatasetMetrics(_Accumulator):
+  """The SDPAL release's pooled protocol (see the module docstring)."""
+
+  protocol = "dataset"
+
+  def __init__(self, threshold: float = THRESHOLD, histogram_bins: int | None = None):
+    super().__init__(threshold, histogram_bins)
+    self.confusion = ConfusionCounts()
+
+  def _update_pixels(self, scores, labels) -> None:
+    self.confusion += ConfusionCounts.from_maps(scores, labels, self.threshold)
+    self.table.update(scores, labels)
+
+  def _pixel_result(self) -> dict[str, Any]:
+    c = self.confusion
+    return {
+      **release_scores(c),
+      "pixel_auc": self._pooled_auc(),
+      "auc_method": self.auc_method,
+      "num_pixels": c.tp + c.fp + c.fn + c.tn,
+      "num_tampered_pixels": c.tp + c.fn,
+    }
+
+
+class ImageMetrics(_Accumulator):
+  """IMDL-BenCo's per-image protocol (see the module docstring)."""
+
+  protocol = "image"
+
+  def __init__(self, threshold: float = THRESHOLD, histogram_bins: int | None = None):
+    super().__init__(threshold, histogram_bins)
+    self.f1: list[float] = []
+    self.auc: list[float] = []
+    self.precision: list[float] = []
+    self.recall: list[float] = []
+    self.iou: list[float] = []
+    self.two_class: list[bool] = []
+
+  def _update_pixels(self, scores, labels) -> None:
+    c = ConfusionCounts.from_maps(scores, labels, self.threshold)
+    self.f1.append(f1_score_exact(c))
+    self.precision.append(c.tp / (c.tp + c.fp) if c.tp + c.fp else 0.0)
+    self.recall.append(c.tp / (c.tp + c.fn) if c.tp + c.fn else 0.0)
+    self.iou.append(c.tp / (c.tp + c.fp + c.fn) if c.tp + c.fp + c.fn else 0.0)
+    auc = single_map_auc(scores, labels)
+    self.two_class.append(not np.isnan(auc))
+    self.auc.append(0.0 if np.isnan(auc) else auc)
+
+  def _pixel_result(self) -> dict[str, Any]:
+    two_class = np.asarray(self.two_class, bool)
+    num_one_class = int((~two_class).sum())
+    if num_one_class:
+      _warn(
+        f"{num_one_class} of {two_class.size} images have one class only (e.g. authentic); "
+        "as IMDL-BenCo they count with F1 = 0 and AUC = 0 in pixel_f1 / pixel_auc "
+        "(pixel_f1_tampered / pixel_auc_tampered leave them out)."
+      )
+
+    def mean(values, where=None):
+      values = np.asarray(values, np.float64)
+      if where is not None:
+        values = values[where]
+      return float(values.mean()) if values.size else float("nan")
+
+    return {
+      "pixel_f1": mean(self.f1),
+      "pixel_auc": mean(self.auc),
+      "pixel_precision": mean(self.precision),
+      "pixel_recall": mean(self.recall),
+      "pixel_iou": mean(self.iou),
+      "pixel_f1_tampered": mean(self.f1, two_class),
+      "pixel_auc_tampered": mean(self.auc, two_class),
+      "num_one_class_images": num_one_class,
+    }
+
+
+class BestThresholdMetrics(_Accumulator):
+  """Best-threshold protocol (see the module docstring)."""
+
+  protocol = "best"
+
+  def __init__(self, threshold: float = THRESHOLD, histogram_bins: int | None = None):
+    super().__init__(threshold, histogram_bins)
+    self.best_f1: list[float] = []
+
+  def _update_pixels(self, scores, labels) -> None:
+    self.table.update(scores, labels)
+    if labels.any():
+      self.best_f1.append(single_map_best_f1(scores, labels))
+
+  def _pixel_result(self) -> dict[str, Any]:
+    values, positives, negatives = self.table.counts()
+    dataset_f1, dataset_threshold = best_f1_from_counts(values, positives, negatives)
+    if not self.best_f1:
+      _warn("no image has a tampered pixel: per-image best F1 is undefined (set to 0).")
+    return {
+      "pixel_f1": float(np.mean(self.best_f1)) if self.best_f1 else 0.0,
+      "pixel_auc": self._pooled_auc(),
+      "pixel_f1_best_dataset": dataset_f1,
+      "best_threshold_dataset": dataset_threshold,
+      "auc_method": self.auc_method,
+      "num_tampered_images_scored": len(self.best_f1),
+    }
+
+
+_ACCUMULATORS = {"dataset": DatasetMetrics, "image": ImageMetrics, "best": BestThresholdMetrics}
+
+
+def make_accumulator(protocol: str, **kwargs) -> _Accumulator:
+  """``DatasetMetrics`` / ``ImageMetrics`` / ``BestThresholdMetrics`` by name."""
+  if protocol not in _ACCUMULATORS:
+    raise ValueError(f"protocol={protocol!r}; expected one of {sorted(_ACCUMULATORS)}.")
+  return _ACCUMULATORS[protocol](**kwargs)
+
+
+# --------------------------------------------------------------------------
+# clu metric for the training loop (jit-friendly sums).
+# --------------------------------------------------------------------------
+
+
+def _clu_pixel_f1():
+  import jax.numpy as jnp  # noqa: PLC0415 (keep NumPy users free of JAX)
+  from clu import metrics as clu_metrics  # noqa: PLC0415
+  from flax import struct  # noqa: PLC0415
+
+  @struct.dataclass
+  class PixelF1(clu_metrics.Metric):
+    """Pooled pixel F1 at 0.5 (the ``dataset`` protocol) from TP/FP/FN sums; usable under jit.
+
+    ``from_model_output(probabilities=[B, H, W], masks=[B, H, W], valid=None)``.
+    ``compute()`` gives F1 with scikit-learn's ``zero_division=0``.
+    """
+
+    tp: jnp.ndarray
+    fp: jnp.ndarray
+    fn: jnp.ndarray
+
+    @classmethod
+    def empty(cls):
+      zero = jnp.zeros((), jnp.float32)
+      return cls(tp=zero, fp=zero, fn=zero)
+
+    @classmethod
+    def from_model_output(cls, probabilities, masks, valid=None, **_):
+      predicted = (probabilities > THRESHOLD).astype(jnp.float32)
+      truth = (masks > 0).astype(jnp.float32)
+      weight = jnp.ones_like(truth) if valid is None else valid.astype(jnp.float32)
+      return cls(
+        tp=jnp.sum(predicted * truth * weight),
+        fp=jnp.sum(predicted * (1 - truth) * weight),
+        fn=jnp.sum((1 - predicted) * truth * weight),
+      )
+
+    def merge(self, other):
+      return type(self)(tp=self.tp + other.tp, fp=self.fp + other.fp, fn=self.fn + other.fn)
+
+    def compute(self):
+      denominator = 2 * self.tp + self.fp + self.fn
+      return jnp.where(denominator > 0, 2 * self.tp / jnp.maximum(denominator, 1), 0.0)
+
+  return PixelF1
+
+
+def __getattr__(name: str):
+  # ``metrics.PixelF1`` is built on first use so that importing this module needs no JAX.
+  if name == "PixelF1":
+    value = _clu_pixel_f1()
+    globals()[name] = value
+    return value
+  raise AttributeError(name)
