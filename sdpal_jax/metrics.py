@@ -92,6 +92,26 @@ def _as_scores_and_labels(probs, mask, valid) -> tuple[np.ndarray, np.ndarray]:
   return probs[keep], labels[keep]
 
 
+def value_counts(
+  scores: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Distinct float32 ``scores`` ascending with their positive / negative pixel counts.
+
+  One sort of the pixels; every metric of an image is then computed from
+  these (much shorter) arrays.
+  """
+  scores = np.asarray(scores, np.float32).reshape(-1)
+  labels = np.asarray(labels, bool).reshape(-1)
+  if scores.size == 0:
+    return np.empty(0, np.float32), np.empty(0, np.int64), np.empty(0, np.int64)
+  order = np.argsort(scores)
+  sorted_scores, sorted_labels = scores[order], labels[order]
+  starts = np.concatenate([[0], np.flatnonzero(sorted_scores[1:] != sorted_scores[:-1]) + 1])
+  totals = np.diff(np.append(starts, scores.size))
+  positives = np.add.reduceat(sorted_labels.astype(np.int64), starts)
+  return sorted_scores[starts], positives, totals - positives
+
+
 class ExactScoreTable:
   """Counts of positive and negative pixels per distinct float32 score, merged as it streams.
 
@@ -111,14 +131,13 @@ class ExactScoreTable:
 
   def update(self, scores: np.ndarray, labels: np.ndarray) -> None:
     """Adds 1-D float ``scores`` with boolean ``labels`` (True = tampered)."""
-    scores = np.asarray(scores, np.float32).reshape(-1)
-    labels = np.asarray(labels, bool).reshape(-1)
-    if scores.size == 0:
+    self.update_counts(*value_counts(scores, labels))
+
+  def update_counts(self, values: np.ndarray, positives: np.ndarray, negatives: np.ndarray) -> None:
+    """Adds a ``value_counts`` table (distinct ascending float32 values)."""
+    if values.size == 0:
       return
-    values, inverse = np.unique(scores, return_inverse=True)
-    positives = np.bincount(inverse, weights=labels, minlength=values.size).astype(np.int64)
-    negatives = np.bincount(inverse, minlength=values.size).astype(np.int64) - positives
-    self._pending.append((values, positives, negatives))
+    self._pending.append((np.asarray(values, np.float32), positives, negatives))
     self._pending_size += values.size
     if self._pending_size >= max(self._values.size, 1 << 16):
       self._merge()
@@ -166,6 +185,18 @@ class HistogramScoreTable:
     bins = np.clip((scores * self.num_bins).astype(np.int64), 0, self.num_bins - 1)
     self._positives += np.bincount(bins[labels], minlength=self.num_bins)
     self._negatives += np.bincount(bins[~labels], minlength=self.num_bins)
+
+  def update_counts(self, values: np.ndarray, positives: np.ndarray, negatives: np.ndarray) -> None:
+    """Adds a ``value_counts`` table."""
+    bins = np.clip(
+      (np.asarray(values, np.float64) * self.num_bins).astype(np.int64), 0, self.num_bins - 1
+    )
+    self._positives += np.bincount(bins, weights=positives, minlength=self.num_bins).astype(
+      np.int64
+    )
+    self._negatives += np.bincount(bins, weights=negatives, minlength=self.num_bins).astype(
+      np.int64
+    )
 
   def counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     used = (self._positives + self._negatives) > 0
@@ -254,6 +285,13 @@ class ConfusionCounts:
     fn = int(np.count_nonzero(~predicted & labels))
     return cls(tp=tp, fp=fp, fn=fn, tn=int(labels.size) - tp - fp - fn)
 
+  @classmethod
+  def from_value_counts(cls, values, positives, negatives, threshold: float = THRESHOLD):
+    """The same counts from a ``value_counts`` table."""
+    above = np.asarray(values) > threshold
+    tp, fp = int(positives[above].sum()), int(negatives[above].sum())
+    return cls(tp=tp, fp=fp, fn=int(positives.sum()) - tp, tn=int(negatives.sum()) - fp)
+
   def __iadd__(self, other: ConfusionCounts) -> ConfusionCounts:
     self.tp += other.tp
     self.fp += other.fp
@@ -291,20 +329,13 @@ def f1_score_exact(counts: ConfusionCounts) -> float:
 
 def single_map_auc(scores: np.ndarray, labels: np.ndarray) -> float:
   """Exact ROC AUC of one map (ties count 1/2); NaN if it has one class only."""
-  values, inverse = np.unique(np.asarray(scores, np.float32).reshape(-1), return_inverse=True)
-  labels = np.asarray(labels, bool).reshape(-1)
-  positives = np.bincount(inverse, weights=labels, minlength=values.size)
-  negatives = np.bincount(inverse, minlength=values.size) - positives
+  _, positives, negatives = value_counts(scores, labels)
   return auc_from_counts(positives, negatives)
 
 
 def single_map_best_f1(scores: np.ndarray, labels: np.ndarray) -> float:
   """Best F1 of one map over all thresholds ``score >= v``; 0 with no tampered pixel."""
-  values, inverse = np.unique(np.asarray(scores, np.float32).reshape(-1), return_inverse=True)
-  labels = np.asarray(labels, bool).reshape(-1)
-  positives = np.bincount(inverse, weights=labels, minlength=values.size)
-  negatives = np.bincount(inverse, minlength=values.size) - positives
-  return best_f1_from_counts(values, positives, negatives)[0]
+  return best_f1_from_counts(*value_counts(scores, labels))[0]
 
 
 # --------------------------------------------------------------------------
@@ -432,8 +463,15 @@ class DatasetMetrics(_Accumulator):
     self.confusion = ConfusionCounts()
 
   def _update_pixels(self, scores, labels) -> None:
-    self.confusion += ConfusionCounts.from_maps(scores, labels, self.threshold)
-    self.table.update(scores, labels)
+    if isinstance(self.table, HistogramScoreTable):  # no sort needed
+      self.confusion += ConfusionCounts.from_maps(scores, labels, self.threshold)
+      self.table.update(scores, labels)
+      return
+    values, positives, negatives = value_counts(scores, labels)
+    self.confusion += ConfusionCounts.from_value_counts(
+      values, positives, negatives, self.threshold
+    )
+    self.table.update_counts(values, positives, negatives)
 
   def _pixel_result(self) -> dict[str, Any]:
     c = self.confusion
@@ -461,12 +499,13 @@ class ImageMetrics(_Accumulator):
     self.two_class: list[bool] = []
 
   def _update_pixels(self, scores, labels) -> None:
-    c = ConfusionCounts.from_maps(scores, labels, self.threshold)
+    values, positives, negatives = value_counts(scores, labels)
+    c = ConfusionCounts.from_value_counts(values, positives, negatives, self.threshold)
     self.f1.append(f1_score_exact(c))
     self.precision.append(c.tp / (c.tp + c.fp) if c.tp + c.fp else 0.0)
     self.recall.append(c.tp / (c.tp + c.fn) if c.tp + c.fn else 0.0)
     self.iou.append(c.tp / (c.tp + c.fp + c.fn) if c.tp + c.fp + c.fn else 0.0)
-    auc = single_map_auc(scores, labels)
+    auc = auc_from_counts(positives, negatives)
     self.two_class.append(not np.isnan(auc))
     self.auc.append(0.0 if np.isnan(auc) else auc)
 
@@ -508,9 +547,10 @@ class BestThresholdMetrics(_Accumulator):
     self.best_f1: list[float] = []
 
   def _update_pixels(self, scores, labels) -> None:
-    self.table.update(scores, labels)
-    if labels.any():
-      self.best_f1.append(single_map_best_f1(scores, labels))
+    values, positives, negatives = value_counts(scores, labels)
+    self.table.update_counts(values, positives, negatives)
+    if positives.any():
+      self.best_f1.append(best_f1_from_counts(values, positives, negatives)[0])
 
   def _pixel_result(self) -> dict[str, Any]:
     values, positives, negatives = self.table.counts()

@@ -236,3 +236,15 @@ def test_clu_pixel_f1_matches_sklearn_under_jit():
   merged = step(batch_probs[:2], batch_masks[:2]).merge(step(batch_probs[2:], batch_masks[2:]))
   scores, labels = _pooled(probs, masks)
   assert float(merged.compute()) == pytest.approx(skm.f1_score(labels, scores > 0.5), abs=1e-6)
+
+
+def test_histogram_mode_keeps_exact_f1_and_approximates_auc():
+  probs, masks = _random_split(10)
+  exact, approx = metrics.DatasetMetrics(), metrics.DatasetMetrics(histogram_bins=1 << 10)
+  for prob, mask in zip(probs, masks, strict=True):
+    exact.update(prob, mask)
+    approx.update(prob, mask)
+  exact_result, approx_result = exact.result(), approx.result()
+  assert approx_result["pixel_f1"] == exact_result["pixel_f1"]
+  assert approx_result["pixel_auc"] == pytest.approx(exact_result["pixel_auc"], abs=5e-3)
+  assert approx_result["auc_method"] == "histogram1024"
