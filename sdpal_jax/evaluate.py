@@ -158,7 +158,6 @@ class _SpecEvaluation:
       by_protocol = {p: a.result() for p, a in self.accumulators.items() if not p.startswith("_")}
     messages = list(dict.fromkeys(str(w.message) for w in caught))
     for message in messages:
-      logging.warning("%s: %s", spec, message)
       warnings.warn(f"{spec}: {message}", metrics_lib.MetricWarning, stacklevel=4)
     result = dict(by_protocol[primary])
     if len(by_protocol) > 1:
@@ -387,7 +386,8 @@ def _write_outputs(results, output_dir, spec_names, protocols, perturbations, la
   for name, table in tables.items():
     reporting.write_tables(table, output_dir, name)
     if verbose:
-      print(f"\n{name} ({protocols[0] if name == 'results' else name}):\n")
+      heading = f"{name} (protocol: {protocols[0]})" if name == "results" else name
+      print(f"\n{heading}\n")
       print(reporting.to_markdown(table))
 
 
