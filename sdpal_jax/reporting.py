@@ -73,12 +73,12 @@ def _ranks(table: Table) -> list[list[int]]:
     return ranks
   for col in range(len(table.columns)):
     present = sorted(
-      {round(row[col], 6) for row in table.values if row[col] is not None}, reverse=True
+      {round(100 * row[col], 2) for row in table.values if row[col] is not None}, reverse=True
     )
     marks = present[: 2 if len(table.row_labels) >= 3 else 1]
     for r, row in enumerate(table.values):
-      if row[col] is not None and round(row[col], 6) in marks:
-        ranks[r][col] = marks.index(round(row[col], 6))
+      if row[col] is not None and round(100 * row[col], 2) in marks:
+        ranks[r][col] = marks.index(round(100 * row[col], 2))
   return ranks
 
 
