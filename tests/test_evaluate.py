@@ -282,14 +282,12 @@ def test_cli_end_to_end_on_a_tiny_random_checkpoint_and_a_lst_source(tmp_path):
   preprocess = model_config.default_preprocess_config()
   preprocess.image_size = (64, 64)
   model = models.build_model(config)
-  variables = model.init(jax.random.key(0), np.zeros((1, 64, 64, 3), np.float32), train=False)
+  variables = models.init_model(model, jax.random.key(0), image_shape=(1, 64, 64, 3))
   import ml_collections  # noqa: PLC0415
 
   whole = ml_collections.ConfigDict({"model": config.to_dict(), "preprocess": preprocess.to_dict()})
   workdir = tmp_path / "run"
-  checkpoint.save_inference_checkpoint(
-    str(workdir), variables=dict(variables), config=whole, step=1
-  )
+  checkpoint.save_inference_checkpoint(str(workdir), variables=variables, config=whole, step=1)
 
   lines = []
   for i in range(3):
