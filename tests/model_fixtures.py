@@ -1,0 +1,39 @@
+"""Small SDPAL configs and checkpoints shared by tests."""
+
+from __future__ import annotations
+
+import jax
+import ml_collections
+
+from sdpal_jax import checkpoint, model_config
+from sdpal_jax.models import build_model, init_model
+
+
+def tiny_model_config(**overrides) -> ml_collections.ConfigDict:
+  """ResNet-18, 32-channel correlation map: the whole network compiles in seconds."""
+  c = model_config.default_model_config()
+  c.backbone_depth = 18
+  c.feature_channels = 32
+  c.attention_heads = 4
+  c.decoder_channels = (8, 8, 8, 8)
+  for key, value in overrides.items():
+    if key.startswith("walk_"):
+      c.walk[key[len("walk_") :]] = value
+    else:
+      c[key] = value
+  return c
+
+
+def save_tiny_checkpoint(
+  directory, *, image_size=(64, 64), normalization="imagenet", seed=0, **model
+):
+  """A random-weight tiny SDPAL checkpoint directory; returns its path."""
+  config = ml_collections.ConfigDict()
+  config.model = tiny_model_config(**model)
+  config.preprocess = model_config.default_preprocess_config()
+  config.preprocess.image_size = image_size
+  config.preprocess.normalization = normalization
+  size = image_size or (64, 64)
+  variables = init_model(build_model(config.model), jax.random.key(seed), (1, *size, 3))
+  checkpoint.save_inference_checkpoint(str(directory), variables=variables, config=config, step=1)
+  return str(directory)
