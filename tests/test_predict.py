@@ -1,0 +1,167 @@
+"""Inference and the predict CLI on photos of any size and colour mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from model_fixtures import save_tiny_checkpoint
+from PIL import Image
+
+from sdpal_jax import predict
+from sdpal_jax.errors import CheckpointError, SdpalError
+from sdpal_jax.inference import Predictor, image_level_score
+
+
+@pytest.fixture(scope="module")
+def checkpoint_dir(tmp_path_factory):
+  return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt"), image_size=(64, 64))
+
+
+@pytest.fixture(scope="module")
+def predictor(checkpoint_dir):
+  return Predictor.from_checkpoint(checkpoint_dir)
+
+
+def _photo(h, w, seed=0):
+  return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _odd_inputs(folder):
+  """One file per awkward case a user will meet; returns {name: (path, expected (H, W))}."""
+  rgb = _photo(50, 70)
+  cases = {}
+
+  def save(name, image, size=(50, 70), **kw):
+    path = os.path.join(folder, name)
+    image.save(path, **kw)
+    cases[name] = (path, size)
+
+  save("grey.png", Image.fromarray(rgb[..., 0]))
+  save("rgba.png", Image.fromarray(np.dstack([rgb, np.full((50, 70), 128, np.uint8)])))
+  save("cmyk.jpg", Image.fromarray(rgb).convert("CMYK"))
+  save("deep16.png", Image.fromarray(rgb[..., 1].astype(np.uint16) * 257))
+  exif = Image.Exif()
+  exif[0x0112] = 6  # rotate 90° on display: the photo is 70 high and 50 wide
+  save("rotated.jpg", Image.fromarray(rgb), size=(70, 50), exif=exif)
+  save("palette.gif", Image.fromarray(rgb).convert("P"))
+  return cases
+
+
+def test_probabilities_come_back_at_each_photo_size(predictor):
+  for h, w in [(64, 64), (40, 90), (121, 33)]:
+    prob = predictor.predict_probabilities(_photo(h, w)[None])
+    assert prob.shape == (1, h, w) and prob.dtype == np.float32
+    assert np.all((prob >= 0) & (prob <= 1))
+
+
+def test_full_resolution_feeds_the_photo_at_its_own_size(checkpoint_dir):
+  full = Predictor.from_checkpoint(checkpoint_dir, full_resolution=True)
+  assert full.input_size((72, 88)) == (72, 88)
+  assert full.predict_image(_photo(72, 88)).shape == (72, 88)
+
+
+def test_walk_method_override_gives_the_same_map(checkpoint_dir, predictor):
+  blocked = Predictor.from_checkpoint(checkpoint_dir, walk_method="blocked")
+  image = _photo(64, 64, seed=3)
+  np.testing.assert_allclose(
+    blocked.predict_image(image), predictor.predict_image(image), atol=1e-5
+  )
+
+
+def test_predictor_rejects_non_uint8_and_wrong_shapes(predictor):
+  with pytest.raises(SdpalError, match="uint8"):
+    predictor.predict_probabilities(np.zeros((1, 8, 8, 3), np.float32))
+  with pytest.raises(SdpalError, match="shape"):
+    predictor.predict_probabilities(np.zeros((8, 8, 3), np.uint8))
+
+
+def test_missing_checkpoint_is_a_named_error(tmp_path):
+  with pytest.raises(CheckpointError, match="no such checkpoint"):
+    Predictor.from_checkpoint(str(tmp_path / "missing"))
+
+
+def test_odd_colour_modes_and_exif_are_predicted_at_display_size(predictor, tmp_path):
+  cases = _odd_inputs(str(tmp_path))
+  out = tmp_path / "out"
+  summary = predict.predict_files(predictor, [p for p, _ in cases.values()], str(out))
+  assert summary["skipped"] == []
+  for name, (_, size) in cases.items():
+    stem = os.path.splitext(name)[0]
+    prob = np.load(out / f"{stem}_prob.npy")
+    assert prob.shape == size, name
+    mask = np.asarray(Image.open(out / f"{stem}_mask.png"))
+    assert mask.shape == size and set(np.unique(mask)) <= {0, 255}
+    assert np.asarray(Image.open(out / f"{stem}_overlay.png")).shape == (*size, 3)
+  on_disk = json.loads((out / "summary.json").read_text())
+  assert [r["stem"] for r in on_disk["images"]] == [os.path.splitext(n)[0] for n in cases]
+  assert all(0.0 <= r["score"] <= 1.0 for r in on_disk["images"])
+
+
+def test_unreadable_file_is_skipped_by_name_and_the_rest_still_done(predictor, tmp_path):
+  good = tmp_path / "good.png"
+  Image.fromarray(_photo(30, 40)).save(good)
+  truncated = tmp_path / "truncated.jpg"
+  Image.fromarray(_photo(30, 40)).save(truncated)
+  truncated.write_bytes(truncated.read_bytes()[:200])
+  fake = tmp_path / "notes.png"
+  fake.write_text("not an image")
+  summary = predict.predict_files(
+    predictor, [str(truncated), str(good), str(fake)], str(tmp_path / "o")
+  )
+  assert [r["stem"] for r in summary["images"]] == ["good"]
+  assert [os.path.basename(s["file"]) for s in summary["skipped"]] == ["truncated.jpg", "notes.png"]
+
+
+def test_same_stem_in_two_folders_gets_distinct_outputs(predictor, tmp_path):
+  for folder in ("a", "b"):
+    os.makedirs(tmp_path / folder)
+    Image.fromarray(_photo(20, 20)).save(tmp_path / folder / "x.png")
+  summary = predict.predict_files(
+    predictor, [str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png")], str(tmp_path / "o")
+  )
+  assert [r["stem"] for r in summary["images"]] == ["x", "x_2"]
+
+
+def test_collect_images_reports_missing_paths_and_empty_folders(tmp_path):
+  os.makedirs(tmp_path / "empty")
+  Image.fromarray(_photo(8, 8)).save(tmp_path / "one.png")
+  paths, problems = predict.collect_images(
+    [str(tmp_path / "one.png"), str(tmp_path / "empty"), str(tmp_path / "nope.jpg")]
+  )
+  assert paths == [str(tmp_path / "one.png")]
+  assert [os.path.basename(p) for p, _ in problems] == ["empty", "nope.jpg"]
+
+
+def test_image_level_score_is_mean_of_top_percent():
+  prob = np.zeros((100, 100), np.float32)
+  prob[:1, :] = 1.0  # 100 pixels = 1%
+  assert image_level_score(prob) == pytest.approx(1.0)
+  assert image_level_score(np.full((10, 10), 0.2, np.float32)) == pytest.approx(0.2)
+
+
+def test_cli_exit_status_says_whether_files_were_skipped(checkpoint_dir, tmp_path):
+  Image.fromarray(_photo(32, 32)).save(tmp_path / "ok.png")
+  (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+  out = tmp_path / "out"
+  cmd = [
+    sys.executable,
+    "-m",
+    "sdpal_jax.predict",
+    "--checkpoint",
+    checkpoint_dir,
+    "--output_dir",
+    str(out),
+  ]
+  run = subprocess.run([*cmd, str(tmp_path)], capture_output=True, text=True, timeout=600)
+  assert run.returncode == 1, run.stderr
+  assert "broken.jpg" in run.stderr
+  assert (out / "ok_prob.npy").exists()
+  usage = subprocess.run(
+    [*cmd[:3], "--output_dir", str(out)], capture_output=True, text=True, timeout=600
+  )
+  assert usage.returncode == 2 and "usage" in usage.stderr
