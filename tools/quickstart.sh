@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The main job on the embedded default: train the quickstart model on the
+# locally generated synthetic_forgery set, evaluate it on its test split, and
+# predict one real photo.  Usage: bash tools/quickstart.sh [PYTHON] [WORKDIR]
+set -euo pipefail
+PY="${1:-python3}"
+WORKDIR="${2:-workdir/quickstart}"
+cd "$(dirname "$0")/.."
+
+"$PY" -m sdpal_jax.train --config configs/quickstart.py --workdir "$WORKDIR"
+"$PY" -m sdpal_jax.evaluate --workdir "$WORKDIR" \
+  --datasets synthetic_forgery/mixed:test --output_dir "$WORKDIR/eval"
+PHOTO="$("$PY" -c 'import os, skimage; print(os.path.join(os.path.dirname(skimage.__file__), "data", "astronaut.png"))')"
+"$PY" -m sdpal_jax.predict --checkpoint "$WORKDIR" --output_dir "$WORKDIR/predictions" "$PHOTO"
+echo "results: $WORKDIR/eval/results.md, predictions: $WORKDIR/predictions"
