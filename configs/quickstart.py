@@ -1,0 +1,45 @@
+"""The embedded default: SDPAL on the locally generated synthetic_forgery set, on a 2-core CPU.
+
+A ResNet-18 (deep stem, output stride 8) backbone and a 64-channel
+correlation map keep the release's structure (MOPC, MOAP with the full
+random walk, DPAL, U-Net decoder) at a size a laptop CPU trains in minutes.
+``configs/quickstart.py:tpu`` uses a wider model and batch for 8 TPU cores.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import base_config  # noqa: E402
+
+
+def get_config(arg=None):
+  c = base_config()
+  c.model.backbone_depth = 18
+  c.model.feature_channels = 64
+  c.model.attention_heads = 4
+  c.model.decoder_channels = (16, 32, 64, 64)
+  c.preprocess.image_size = (128, 128)
+  c.preprocess.normalization = "imagenet"
+  c.data.dataset = "synthetic_forgery/mixed_small"
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.schedule = "warmup_cosine"
+  c.optimizer.warmup_steps = 50
+  c.optimizer.grad_clip = 1.0
+  c.loss.dice_weight = 0.5
+  c.global_batch_size = 8
+  c.num_train_steps = 600
+  c.log_every_steps = 25
+  c.eval_every_steps = 200
+  c.checkpoint_every_steps = 200
+  if arg == "tpu":
+    c.model.feature_channels = 256
+    c.model.decoder_channels = (64, 128, 256, 256)
+    c.model.dtype = "bfloat16"
+    c.preprocess.image_size = (256, 256)
+    c.data.dataset = "synthetic_forgery/mixed"
+    c.global_batch_size = 64
+    c.num_train_steps = 3000
+    c.eval_every_steps = 500
+    c.checkpoint_every_steps = 500
+  return c
