@@ -213,7 +213,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   Returns:
     ``{"state": final train state (host numpy), "eval": last validation metrics,
-    "step": final step}``.
+    "step": final step, "train_losses": the mean losses logged every log_every_steps}``.
   """
   validate_config(config)
   workdir = os.path.abspath(workdir)
@@ -300,6 +300,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   preemption = _Preemption()
   eval_metrics: dict[str, Any] = {}
   losses = []
+  logged_losses = []
   step = start
   while step < total:
     batch = input_pipeline.shard_batch(next(batches), data_sharding)
@@ -311,6 +312,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if step % config.log_every_steps == 0 or step == total:
       mean_loss = float(np.mean(jax.device_get(losses)))
       writer.write_scalars(step, {"train_loss": mean_loss})
+      logged_losses.append(mean_loss)
       losses = []
     if step % config.eval_every_steps == 0 or step == total:
       eval_metrics = evaluate(
@@ -341,7 +343,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   latest.close()
   best.close()
   writer.flush()
-  return {"state": jax.device_get(state), "eval": eval_metrics, "step": step}
+  return {
+    "state": jax.device_get(state),
+    "eval": eval_metrics,
+    "step": step,
+    "train_losses": logged_losses,
+  }
 
 
 FLAGS = flags.FLAGS
