@@ -1,0 +1,153 @@
+"""synthetic_forgery and the evaluation sources (.lst, IMDL-BenCo JSON, Tp/Gt folder, tfds)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from sdpal_jax.datasets import sources, synthetic_forgery
+from sdpal_jax.errors import SdpalError
+
+RELEASE_SPLIT = os.path.join(
+  os.path.dirname(__file__), "..", "..", "shared", "data", "casia_v2_release_split"
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_builder():
+  builder = tfds.builder("synthetic_forgery/mixed_tiny")
+  builder.download_and_prepare()
+  return builder
+
+
+def test_synthetic_build_has_binary_masks_and_all_splits(tiny_builder):
+  splits = tiny_builder.info.splits
+  assert {k: splits[k].num_examples for k in ("train", "validation", "test")} == {
+    "train": 12,
+    "validation": 6,
+    "test": 6,
+  }
+  examples = list(tfds.as_numpy(tiny_builder.as_dataset(split="train")))
+  for ex in examples:
+    assert ex["image"].shape == (64, 64, 3) and ex["image"].dtype == np.uint8
+    assert ex["mask"].shape == (64, 64, 1) and set(np.unique(ex["mask"])) <= {0, 1}
+    assert bool(ex["tampered"]) == bool(ex["mask"].any())
+    assert (ex["manipulation"].decode() == "authentic") == (not ex["tampered"])
+
+
+@pytest.fixture(scope="module")
+def photos():
+  from sdpal_jax.image_io import load_image
+
+  return [load_image(p) for p in synthetic_forgery.source_photo_paths()]
+
+
+def test_bundled_photos_are_found(photos):
+  assert len(photos) >= 15
+
+
+def test_examples_are_deterministic_and_cover_every_manipulation(photos):
+  config = synthetic_forgery.SyntheticForgeryConfig(name="t", image_size=48)
+  kinds = []
+  for index in range(40):
+    a = synthetic_forgery.make_example(photos, "train", index, config)
+    b = synthetic_forgery.make_example(photos, "train", index, config)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    kinds.append(a[2])
+  assert set(kinds) == {"authentic", "splice", "copymove", "removal"}
+  assert 0.15 < kinds.count("authentic") / len(kinds) < 0.55
+
+
+def test_tampered_masks_cover_a_plausible_region(photos):
+  config = synthetic_forgery.SyntheticForgeryConfig(name="t", image_size=64, authentic_fraction=0.0)
+  fractions = [
+    synthetic_forgery.make_example(photos, "test", i, config)[1].mean() for i in range(12)
+  ]
+  assert all(0.01 < f < 0.35 for f in fractions), fractions
+
+
+def test_splits_draw_from_disjoint_rows_of_each_photo():
+  """A photo whose pixels encode their row: each split's crops only see its own rows."""
+  rows = np.repeat(np.arange(400, dtype=np.float64)[:, None], 300, axis=1) / 400 * 255
+  photo = np.repeat(rows[..., None], 3, axis=-1).astype(np.uint8)
+  for split, (low, high) in synthetic_forgery.SPLIT_ROWS.items():
+    for seed in range(5):
+      crop = synthetic_forgery._crop(photo, split, 32, np.random.default_rng(seed))
+      assert crop.min() >= int(low * 255) - 2 and crop.max() <= int(high * 255) + 2, split
+
+
+def _fixture_tree(root):
+  """Tp/Gt/Au folder with one good pair, one missing mask, one corrupt photo, one authentic."""
+  for folder in ("Tp", "Gt", "Au"):
+    os.makedirs(os.path.join(root, folder), exist_ok=True)
+  rng = np.random.default_rng(0)
+  photo = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+  mask = np.zeros((24, 32), np.uint8)
+  mask[4:14, 8:20] = 255  # even-aligned: nearest 2x upsampling restores it exactly
+  Image.fromarray(photo).save(os.path.join(root, "Tp", "a.png"))
+  Image.fromarray(mask[::2, ::2]).save(os.path.join(root, "Gt", "a_gt.png"))  # another size
+  Image.fromarray(photo).save(os.path.join(root, "Tp", "b.png"))  # no mask
+  with open(os.path.join(root, "Tp", "c.jpg"), "wb") as f:
+    f.write(b"\xff\xd8\xff not really")
+  Image.fromarray(photo).save(os.path.join(root, "Au", "d.png"))
+  return mask > 0
+
+
+def test_folder_source_pairs_masks_and_reports_bad_files_by_name(tmp_path):
+  expected = _fixture_tree(str(tmp_path))
+  source = sources.open_source(str(tmp_path))
+  examples = list(source)
+  assert [e["name"] for e in examples] == ["a.png", "d.png"]
+  assert examples[0]["mask"].shape == (24, 32)
+  np.testing.assert_array_equal(examples[0]["mask"].astype(bool), expected)
+  assert not examples[1]["mask"].any() and not examples[1]["tampered"]
+  assert sorted(os.path.basename(p) for p, _ in source.skipped) == ["b.png", "c.jpg"]
+
+
+def test_lst_and_json_sources_give_the_same_examples_as_the_folder(tmp_path):
+  _fixture_tree(str(tmp_path))
+  (tmp_path / "list.lst").write_text("Tp/a.png,Gt/a_gt.png\n\nAu/d.png,None\n")
+  (tmp_path / "list.json").write_text(
+    json.dumps([["Tp/a.png", "Gt/a_gt.png"], ["Au/d.png", "Negative"]])
+  )
+  folder = list(sources.open_source(str(tmp_path)))
+  for spec in ("list.lst", "list.json"):
+    got = list(sources.open_source(str(tmp_path / spec)))
+    assert [e["name"] for e in got] == [e["name"] for e in folder]
+    for a, b in zip(got, folder, strict=True):
+      np.testing.assert_array_equal(a["mask"], b["mask"])
+
+
+def test_malformed_list_line_and_unknown_spec_are_named(tmp_path):
+  bad = tmp_path / "bad.lst"
+  bad.write_text("a.png,None\nonly_one_field\n")
+  with pytest.raises(SdpalError, match="bad.lst:2"):
+    sources.parse_forgery_list(str(bad))
+  with pytest.raises(SdpalError, match="no_such_dataset"):
+    sources.open_source("no_such_dataset:test")
+  os.makedirs(tmp_path / "empty")
+  with pytest.raises(SdpalError, match="Tp/"):
+    sources.open_source(str(tmp_path / "empty"))
+
+
+def test_tfds_spec_source_reads_the_synthetic_split(tiny_builder):
+  del tiny_builder
+  source = sources.open_source("synthetic_forgery/mixed_tiny:test")
+  examples = list(source)
+  assert len(examples) == len(source) == 6
+  assert examples[0]["mask"].ndim == 2
+
+
+@pytest.mark.skipif(
+  not os.path.isdir(RELEASE_SPLIT), reason="../shared/data is not beside the checkout"
+)
+def test_release_lists_parse_with_authentic_and_tampered_entries():
+  pairs = sources.parse_forgery_list(os.path.join(RELEASE_SPLIT, "CASIA_v2_valid.lst"))
+  assert len(pairs) == 1255
+  assert any(m is None for _, m in pairs) and any(m and m.endswith("_gt.png") for _, m in pairs)
