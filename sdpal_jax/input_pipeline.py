@@ -1,27 +1,41 @@
 """Batches for training and evaluation, from a tfds builder or any evaluation source.
 
-This first pipeline holds a split in host memory at the training size (the
-synthetic sets and the paper's datasets at 256x256 are 0.1-2 GB), which makes
-the order of training examples a pure function of ``(seed, step)``: a run
-resumed at step k sees exactly the batches an uninterrupted run sees, and each
-of P processes takes its own 1/P slice of every global batch. Streaming
-decoders for splits that do not fit in memory are future work (see the data
-issue).
+Two training pipelines, both ``tf.data`` with the augmentations of
+:mod:`sdpal_jax.augment` and both yielding each process its own share of every
+global batch:
+
+- ``pipeline="memory"`` (default) holds the split in host memory (resized to
+  the training size, or at native size for the ``random_crop`` policy). The
+  examples of step ``k`` and their augmentations are a pure function of
+  ``(seed, k)`` (a stateless permutation per epoch), so a run resumed at step
+  ``k`` sees exactly the batches an uninterrupted run sees.
+- ``pipeline="stream"`` reads and decodes as it goes (for splits that do not
+  fit in memory): each process reads its own part of the files
+  (``tfds.even_splits``), shuffles with a buffer and repeats. A resumed run
+  re-seeds the shuffle with the start step: statistically equivalent to, not
+  bit-identical with, an uninterrupted run.
+
+Evaluation batches never drop an example: the last batch is padded and
+flagged by ``valid``.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import jax
 import ml_collections
 import numpy as np
+import tensorflow as tf
 
-from sdpal_jax import preprocessing
-from sdpal_jax.datasets.sources import open_source
-from sdpal_jax.errors import ConfigError, SdpalError
+from sdpal_jax import augment, preprocessing
+from sdpal_jax.datasets.sources import PairSource, TfdsSource, open_source
+from sdpal_jax.errors import ConfigError, ImageReadError, SdpalError
+from sdpal_jax.image_io import load_image, load_mask
 
 RESIZE_POLICIES = ("resize", "random_crop")
+PIPELINES = ("memory", "stream")
 
 
 def default_data_config() -> ml_collections.ConfigDict:
@@ -30,11 +44,38 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.train_split = "train"
   c.eval_split = "validation"
   c.data_dir = None  # tfds data dir (None: tfds default)
+  c.pipeline = "memory"  # "memory" (exact resume) or "stream" (splits larger than RAM)
+  c.shuffle_buffer = 1024  # stream pipeline only
   c.resize_policy = "resize"  # "resize" (the release) or "random_crop" at native resolution
-  c.hflip = True
-  c.noise_std = 0.0  # Gaussian noise (0..255 units) added to training images
-  c.max_examples = None  # cap per split (quick experiments)
+  # Train on random (H, W) crops of the fitted images (None: the whole preprocess.image_size).
+  c.crop_size = ml_collections.config_dict.placeholder(tuple)
+  c.augment = augment.default_augment_config()
+  c.max_examples = ml_collections.config_dict.placeholder(int)  # cap per split (quick experiments)
   return c
+
+
+def validate_data_config(c: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the first invalid ``config.data`` field."""
+  if c.resize_policy not in RESIZE_POLICIES:
+    raise ConfigError(f"data.resize_policy={c.resize_policy!r}; expected one of {RESIZE_POLICIES}.")
+  if c.pipeline not in PIPELINES:
+    raise ConfigError(f"data.pipeline={c.pipeline!r}; expected one of {PIPELINES}.")
+  a = c.augment
+  for name in ("jpeg_prob", "blur_prob"):
+    if not 0 <= a[name] <= 1:
+      raise ConfigError(f"data.augment.{name}={a[name]!r}; expected a probability in [0, 1].")
+  lo, hi = a.crop_scale
+  if not 0 < lo <= hi <= 1:
+    raise ConfigError(f"data.augment.crop_scale={tuple(a.crop_scale)}; expected 0 < lo <= hi <= 1.")
+  lo, hi = a.jpeg_quality
+  if not 1 <= lo <= hi <= 100:
+    raise ConfigError(
+      f"data.augment.jpeg_quality={tuple(a.jpeg_quality)}; expected 1 <= lo <= hi <= 100."
+    )
+  if c.crop_size is not None and (len(c.crop_size) != 2 or min(c.crop_size) <= 0):
+    raise ConfigError(f"data.crop_size={c.crop_size!r}; expected None or (H, W) > 0.")
+  if a.noise_std < 0 or min(a.blur_sigma) <= 0:
+    raise ConfigError("data.augment.noise_std must be >= 0 and blur_sigma > 0.")
 
 
 def _spec(data_config, split: str) -> str:
@@ -46,87 +87,259 @@ def _spec(data_config, split: str) -> str:
   return dataset if os.path.isdir(dataset) else f"{dataset}:{split}"
 
 
-def _fit(image, mask, size, policy, rng):
-  """Resizes (or crops at native resolution) one example to ``size``."""
-  if policy == "resize" or rng is None:
-    return preprocessing.resize_image(image, size), preprocessing.resize_mask(mask, size)
-  h, w = image.shape[:2]
-  ph, pw = max(0, size[0] - h), max(0, size[1] - w)
-  if ph or pw:
-    image = np.pad(image, ((0, ph), (0, pw), (0, 0)))
-    mask = np.pad(mask, ((0, ph), (0, pw)))
-  y = int(rng.integers(0, image.shape[0] - size[0] + 1))
-  x = int(rng.integers(0, image.shape[1] - size[1] + 1))
-  return image[y : y + size[0], x : x + size[1]], mask[y : y + size[0], x : x + size[1]]
+def load_split(
+  data_config, split: str, image_size, *, native: bool = False
+) -> tuple[np.ndarray | list[np.ndarray], np.ndarray | list[np.ndarray], list[tuple[str, str]]]:
+  """A whole split in memory as ``(images, masks, skipped)``.
 
-
-def load_split(data_config, split: str, image_size, *, seed: int = 0, train: bool = False):
-  """A whole split as ``(images uint8 [N,H,W,3], masks uint8 [N,H,W], skipped)``."""
-  if data_config.resize_policy not in RESIZE_POLICIES:
-    raise ConfigError(
-      f"data.resize_policy={data_config.resize_policy!r}; expected one of {RESIZE_POLICIES}."
-    )
+  Images uint8 ``[N, H, W, 3]`` and masks uint8 ``[N, H, W]`` resized to
+  ``image_size`` (PIL bilinear as the release; masks bilinear then > 128), or,
+  with ``native=True``, lists of arrays at each file's own size. ``skipped``
+  lists ``(path, reason)`` for unreadable items.
+  """
   source = open_source(_spec(data_config, split), data_dir=data_config.data_dir)
-  rng = (
-    np.random.default_rng(seed) if train and data_config.resize_policy == "random_crop" else None
-  )
   images, masks = [], []
   for example in source:
-    image, mask = _fit(
-      example["image"], example["mask"], image_size, data_config.resize_policy, rng
-    )
+    image, mask = example["image"], example["mask"]
+    if not native:
+      image = preprocessing.resize_image(image, image_size)
+      mask = preprocessing.resize_mask(mask, image_size)
     images.append(image)
     masks.append(mask)
     if data_config.max_examples and len(images) >= data_config.max_examples:
       break
   if not images:
     raise SdpalError(f"{source.name}: no readable examples (skipped: {source.skipped[:5]}).")
+  if native:
+    return images, masks, list(source.skipped)
   return np.stack(images), np.stack(masks), list(source.skipped)
 
 
-def train_batches(
-  images: np.ndarray,
-  masks: np.ndarray,
-  *,
-  global_batch_size: int,
-  seed: int,
-  start_step: int = 0,
-  normalization: str = "raw",
-  hflip: bool = False,
-  noise_std: float = 0.0,
-  process_index: int | None = None,
-  process_count: int | None = None,
-) -> Iterator[dict[str, np.ndarray]]:
-  """Endless per-process training batches; batch ``k`` depends only on ``(seed, k)``.
-
-  Yields ``{"image": float32 [b, H, W, 3] normalised, "mask": float32 [b, H, W]}``
-  with ``b = global_batch_size / process_count``.
-  """
+def _process_share(global_batch_size: int, process_index, process_count) -> tuple[int, int, int]:
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
   if global_batch_size % process_count:
     raise ConfigError(
       f"global_batch_size={global_batch_size} is not divisible by the {process_count} processes."
     )
+  return process_index, process_count, global_batch_size // process_count
+
+
+def _fit_to_size(image, mask, seed, size, data_config):
+  """Brings one example to ``size``: random resized crop, random crop or as is."""
+  if tuple(data_config.augment.crop_scale) != (1.0, 1.0):
+    return image, mask  # augment_example's random resized crop produces ``size``
+  if data_config.resize_policy == "random_crop" or data_config.crop_size is not None:
+    shape = tf.shape(image)
+    pad_h, pad_w = tf.maximum(0, size[0] - shape[0]), tf.maximum(0, size[1] - shape[1])
+    stacked = tf.concat([image, mask[..., None]], axis=-1)
+    stacked = tf.pad(stacked, [[0, pad_h], [0, pad_w], [0, 0]])
+    stacked = tf.image.stateless_random_crop(stacked, [*size, 4], seed)
+    return stacked[..., :3], stacked[..., 3]
+  return image, mask
+
+
+def _example_seed(seed: int, global_index) -> tf.Tensor:
+  return tf.stack([tf.constant(seed, tf.int64), tf.cast(global_index, tf.int64)])
+
+
+def _batched(ds: tf.data.Dataset, local_batch: int) -> tf.data.Dataset:
+  ds = ds.batch(local_batch, drop_remainder=True)
+  options = tf.data.Options()
+  options.deterministic = True
+  options.threading.private_threadpool_size = max(1, os.cpu_count() or 1)
+  return ds.with_options(options).prefetch(2)
+
+
+def memory_train_dataset(
+  images,
+  masks,
+  data_config: ml_collections.ConfigDict,
+  *,
+  image_size: tuple[int, int],
+  global_batch_size: int,
+  seed: int,
+  start_step: int = 0,
+  process_index: int | None = None,
+  process_count: int | None = None,
+) -> tf.data.Dataset:
+  """Endless per-process uint8 batches from in-memory examples; step ``k`` = f(seed, k).
+
+  Global example ``g = k * global_batch_size + j`` is item ``perm_e(g mod N)``
+  of epoch ``e = g // N`` (``tf.random.experimental.index_shuffle``), so every
+  epoch visits each example once; process ``p`` takes ``j`` in its slice.
+
+  Yields ``{"image": uint8 [b, H, W, 3], "mask": uint8 [b, H, W]}``.
+  """
+  process_index, _, local = _process_share(global_batch_size, process_index, process_count)
   n = len(images)
-  local = global_batch_size // process_count
-  step = start_step
-  while True:
-    order_rng = np.random.default_rng([seed, step])
-    # Epoch-free sampling without replacement inside a batch; every step is independent.
-    index = order_rng.choice(n, size=global_batch_size, replace=n < global_batch_size)
-    mine = index[process_index * local : (process_index + 1) * local]
-    image = images[mine].astype(np.float32)
-    mask = masks[mine].astype(np.float32)
-    aug_rng = np.random.default_rng([seed, step, 1, process_index])
-    if hflip:
-      flip = aug_rng.random(local) < 0.5
-      image[flip] = image[flip, :, ::-1]
-      mask[flip] = mask[flip, :, ::-1]
-    if noise_std:
-      image = np.clip(image + aug_rng.normal(0, noise_std, image.shape), 0, 255)
-    yield {"image": preprocessing.normalize_images(image, normalization), "mask": mask}
-    step += 1
+
+  def fetch(index):
+    return images[int(index)], masks[int(index)]
+
+  def example(global_index):
+    epoch = global_index // n
+    item = tf.random.experimental.index_shuffle(
+      global_index % n, tf.stack([tf.constant(seed, tf.int64), epoch]), n - 1
+    )
+    image, mask = tf.numpy_function(fetch, [item], (tf.uint8, tf.uint8), stateful=False)
+    image = tf.ensure_shape(image, [None, None, 3])
+    mask = tf.ensure_shape(mask, [None, None])
+    example_seed = _example_seed(seed, global_index)
+    fit_seed, aug_seed = tf.unstack(tf.random.experimental.stateless_split(example_seed, 2))
+    image, mask = _fit_to_size(image, mask, fit_seed, image_size, data_config)
+    image, mask = augment.augment_example(image, mask, aug_seed, data_config.augment, image_size)
+    return {"image": image, "mask": mask}
+
+  indices = tf.data.Dataset.range(start_step, 2**62).flat_map(
+    lambda step: tf.data.Dataset.range(
+      step * global_batch_size + process_index * local,
+      step * global_batch_size + (process_index + 1) * local,
+    )
+  )
+  return _batched(indices.map(example, num_parallel_calls=tf.data.AUTOTUNE), local)
+
+
+def _read_pair(image_path: bytes, mask_path: bytes):
+  """(image, mask, ok) for a file pair; unreadable pairs give ok=False and are logged."""
+  from absl import logging  # noqa: PLC0415
+
+  image_path, mask_path = image_path.decode(), mask_path.decode()
+  try:
+    image = load_image(image_path)
+    if not mask_path:
+      mask = np.zeros(image.shape[:2], np.uint8)
+    elif not os.path.exists(mask_path):
+      raise ImageReadError(image_path, f"its mask {mask_path} is missing")
+    else:
+      mask = load_mask(mask_path, image_size=image.shape[:2])
+  except ImageReadError as e:
+    logging.warning("skipped %s: %s", e.path, e.reason)
+    return np.zeros((1, 1, 3), np.uint8), np.zeros((1, 1), np.uint8), False
+  return image, mask, True
+
+
+def stream_train_dataset(
+  data_config: ml_collections.ConfigDict,
+  *,
+  image_size: tuple[int, int],
+  resize_to: tuple[int, int] | None = None,
+  global_batch_size: int,
+  seed: int,
+  start_step: int = 0,
+  process_index: int | None = None,
+  process_count: int | None = None,
+) -> tf.data.Dataset:
+  """Endless per-process uint8 batches decoded on the fly (see the module doc).
+
+  ``resize_to``: the size the ``resize`` policy brings images to before any
+  crop (default ``image_size``, the batch size).
+  """
+  resize_to = tuple(resize_to or image_size)
+  process_index, process_count, local = _process_share(
+    global_batch_size, process_index, process_count
+  )
+  source = open_source(_spec(data_config, data_config.train_split), data_dir=data_config.data_dir)
+  shuffle_seed = seed * 1_000_003 + start_step
+  if isinstance(source, TfdsSource):
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    share = tfds.even_splits(source.split, n=process_count)[process_index]
+    ds = source.builder.as_dataset(
+      split=share,
+      shuffle_files=True,
+      read_config=tfds.ReadConfig(shuffle_seed=shuffle_seed),
+    )
+    ds = ds.map(lambda e: {"image": e["image"], "mask": e["mask"][..., 0]})
+  else:
+    assert isinstance(source, PairSource)
+    pairs = source.pairs[process_index::process_count]
+    paths = tf.data.Dataset.from_tensor_slices(([p for p, _ in pairs], [m or "" for _, m in pairs]))
+
+    def read(image_path, mask_path):
+      image, mask, ok = tf.numpy_function(
+        _read_pair, [image_path, mask_path], (tf.uint8, tf.uint8, tf.bool), stateful=False
+      )
+      return {
+        "image": tf.ensure_shape(image, [None, None, 3]),
+        "mask": tf.ensure_shape(mask, [None, None]),
+        "ok": ok,
+      }
+
+    ds = paths.shuffle(len(pairs), seed=shuffle_seed, reshuffle_each_iteration=True)
+    ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE).filter(lambda e: e["ok"])
+    ds = ds.map(lambda e: {"image": e["image"], "mask": e["mask"]})
+  if data_config.max_examples:
+    ds = ds.take(int(data_config.max_examples))
+  ds = ds.repeat().shuffle(int(data_config.shuffle_buffer), seed=shuffle_seed)
+  needs_resize = data_config.resize_policy == "resize"
+
+  def resize(image, mask):
+    return preprocessing.resize_image(image, image_size), preprocessing.resize_mask(
+      mask, image_size
+    )
+
+  def example(index, e):
+    image, mask = e["image"], e["mask"]
+    if needs_resize:
+      image, mask = tf.numpy_function(resize, [image, mask], (tf.uint8, tf.uint8), stateful=False)
+    example_seed = _example_seed(shuffle_seed, index * process_count + process_index)
+    fit_seed, aug_seed = tf.unstack(tf.random.experimental.stateless_split(example_seed, 2))
+    image, mask = _fit_to_size(image, mask, fit_seed, image_size, data_config)
+    image, mask = augment.augment_example(image, mask, aug_seed, data_config.augment, image_size)
+    return {"image": image, "mask": mask}
+
+  ds = ds.enumerate().map(example, num_parallel_calls=tf.data.AUTOTUNE)
+  return _batched(ds, local)
+
+
+def train_batches(
+  data_config: ml_collections.ConfigDict,
+  *,
+  image_size: tuple[int, int],
+  global_batch_size: int,
+  seed: int,
+  normalization: str,
+  start_step: int = 0,
+  examples: tuple | None = None,
+  process_index: int | None = None,
+  process_count: int | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
+  """Endless per-process training batches, normalised for the network.
+
+  Args:
+    examples: ``(images, masks)`` from :func:`load_split` for the memory
+      pipeline (loaded here when None); ignored by the stream pipeline.
+
+  Yields:
+    ``{"image": float32 [b, H, W, 3] normalised, "mask": float32 [b, H, W]}``
+    with ``b = global_batch_size / process_count``.
+  """
+  validate_data_config(data_config)
+  image_size = tuple(int(s) for s in image_size)
+  train_size = tuple(int(s) for s in data_config.crop_size or image_size)
+  common = dict(
+    image_size=train_size,
+    global_batch_size=global_batch_size,
+    seed=seed,
+    start_step=start_step,
+    process_index=process_index,
+    process_count=process_count,
+  )
+  if data_config.pipeline == "stream":
+    ds = stream_train_dataset(data_config, resize_to=image_size, **common)
+  else:
+    if examples is None:
+      native = data_config.resize_policy == "random_crop"
+      images, masks, _ = load_split(data_config, data_config.train_split, image_size, native=native)
+    else:
+      images, masks = examples
+    ds = memory_train_dataset(images, masks, data_config, **common)
+  for batch in ds.as_numpy_iterator():
+    yield {
+      "image": preprocessing.normalize_images(batch["image"].astype(np.float32), normalization),
+      "mask": batch["mask"].astype(np.float32),
+    }
 
 
 def eval_batches(images, masks, *, batch_size: int, normalization: str = "raw"):

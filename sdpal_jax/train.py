@@ -117,6 +117,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   model_config.validate_preprocess_config(config.preprocess)
   if config.preprocess.image_size is None:
     raise ConfigError("preprocess.image_size must be set for training (H, W).")
+  input_pipeline.validate_data_config(config.data)
   for field in (
     "num_train_steps",
     "global_batch_size",
@@ -188,16 +189,29 @@ def _restore(manager, step, state):
   return {**model_item, **train_item}
 
 
+def _to_host(tree):
+  """Replicated (possibly multi-process) arrays -> host numpy, read from a local copy."""
+  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
+
+
+def _global_batch(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
+  """A global array sharded on the batch axis from the full batch every process holds."""
+  return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+
+
 def evaluate(model, variables, images, masks, *, batch_size, normalization, sharding, walk_key):
-  """Validation pixel metrics (the release's dataset protocol) on a held-in-memory split."""
+  """Validation pixel metrics (the release's dataset protocol) on a held-in-memory split.
+
+  Every process holds the whole split and computes the same metrics; the
+  forward pass is sharded over all devices of all processes.
+  """
   accumulator = metrics.DatasetMetrics()
-  predict = jax.jit(functools.partial(eval_step, model))
+  replicated = NamedSharding(sharding.mesh, PartitionSpec())
+  predict = jax.jit(functools.partial(eval_step, model), out_shardings=replicated)
   for batch in input_pipeline.eval_batches(
     images, masks, batch_size=batch_size, normalization=normalization
   ):
-    probs = np.asarray(
-      jax.device_get(predict(variables, jax.device_put(batch["image"], sharding), walk_key))
-    )
+    probs = _to_host(predict(variables, _global_batch(batch["image"], sharding), walk_key))
     for prob, mask, valid in zip(probs, batch["mask"], batch["valid"], strict=True):
       if valid:
         accumulator.update(prob, mask)
@@ -227,15 +241,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   replicated = NamedSharding(mesh, PartitionSpec())
 
   image_size = tuple(int(s) for s in config.preprocess.image_size)
-  train_images, train_masks, skipped = input_pipeline.load_split(
-    config.data, config.data.train_split, image_size, seed=config.seed, train=True
-  )
+  train_examples, skipped = None, []
+  if config.data.pipeline == "memory":
+    native = config.data.resize_policy == "random_crop"
+    *train_examples, skipped = input_pipeline.load_split(
+      config.data, config.data.train_split, image_size, native=native
+    )
   eval_images, eval_masks, eval_skipped = input_pipeline.load_split(
     config.data, config.data.eval_split, image_size
   )
   for path, reason in skipped + eval_skipped:
     logging.warning("skipped %s: %s", path, reason)
-  logging.info("train %d / eval %d examples of %s", len(train_images), len(eval_images), image_size)
+  logging.info(
+    "train %s / eval %d examples of %s",
+    len(train_examples[0]) if train_examples else "streamed",
+    len(eval_images),
+    image_size,
+  )
 
   model = build_model(config.model)
   optimizer = make_optimizer(config)
@@ -280,16 +302,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     out_shardings=(replicated, replicated),
     donate_argnums=(0,),
   )
-  start = int(jax.device_get(state["step"]))
+  start = int(_to_host(state["step"]))
   batches = input_pipeline.train_batches(
-    train_images,
-    train_masks,
+    config.data,
+    image_size=image_size,
     global_batch_size=int(config.global_batch_size),
     seed=int(config.seed),
-    start_step=start,
     normalization=config.preprocess.normalization,
-    hflip=bool(config.data.hflip),
-    noise_std=float(config.data.noise_std),
+    start_step=start,
+    examples=train_examples,
   )
   total = int(config.num_train_steps)
   hooks = []
@@ -310,7 +331,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     for hook in hooks:
       hook(step)
     if step % config.log_every_steps == 0 or step == total:
-      mean_loss = float(np.mean(jax.device_get(losses)))
+      mean_loss = float(np.mean(_to_host(losses)))
       writer.write_scalars(step, {"train_loss": mean_loss})
       logged_losses.append(mean_loss)
       losses = []
@@ -344,7 +365,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   best.close()
   writer.flush()
   return {
-    "state": jax.device_get(state),
+    "state": _to_host(state),
     "eval": eval_metrics,
     "step": step,
     "train_losses": logged_losses,
