@@ -10,7 +10,7 @@ import pytest
 from model_fixtures import tiny_model_config
 
 from sdpal_jax import model_config
-from sdpal_jax.errors import ConfigError
+from sdpal_jax.errors import ConfigError, SdpalError
 from sdpal_jax.models import ResNet, build_model, init_model
 
 
@@ -20,7 +20,7 @@ def tiny():
   return model, init_model(model, jax.random.key(0), (1, 64, 64, 3))
 
 
-@pytest.mark.parametrize("size", [(64, 64), (64, 96), (72, 88), (57, 43)])
+@pytest.mark.parametrize("size", [(64, 64), (64, 96), (72, 88), (67, 93)])
 def test_logits_come_out_at_the_input_size(tiny, size):
   model, variables = tiny
   logits = model.apply(variables, jnp.ones((2, *size, 3)), train=False)
@@ -138,3 +138,9 @@ def test_invalid_model_config_names_the_field():
   c = tiny_model_config(output_stride=12)
   with pytest.raises(ConfigError, match="output_stride"):
     build_model(c)
+
+
+def test_input_smaller_than_the_decoder_needs_is_a_named_error():
+  model = build_model(tiny_model_config())
+  with pytest.raises(SdpalError, match="32x32 pixels is too small for output stride 8"):
+    init_model(model, jax.random.key(0), (1, 32, 32, 3))

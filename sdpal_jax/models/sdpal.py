@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from sdpal_jax import ops
+from sdpal_jax.errors import SdpalError
 from sdpal_jax.model_config import validate_model_config
 from sdpal_jax.models.layers import ConvBN, conv1x1
 from sdpal_jax.models.resnet import ResNet
@@ -188,6 +189,12 @@ class SDPAL(nn.Module):
 
   @nn.compact
   def __call__(self, images: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+    smallest = 8 * self.output_stride  # the decoder halves the feature map three times
+    if min(images.shape[1:3]) < smallest:
+      raise SdpalError(
+        f"input of {images.shape[1]}x{images.shape[2]} pixels is too small for output stride "
+        f"{self.output_stride}: both sides must be at least {smallest} pixels."
+      )
     bn = dict(self.bn)
     kw = {"bn": bn, "dtype": self.dtype}
     backbone = ResNet(

@@ -1,0 +1,104 @@
+"""Every shipped config loads, validates and builds its network; small ones take real steps."""
+
+import functools
+import glob
+import importlib.util
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sdpal_jax import train
+from sdpal_jax.models import build_model, init_model
+
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs")
+HELPERS = {"common.py", "paper_common.py"}
+# (file, argument) pairs a user can name as configs/FILE.py:ARG.
+VARIANTS = {
+  "quickstart": [None, "tpu"],
+  "tiny": [None],
+  "casia_v2": [None, "gpu", "tpu", "bf16"],
+  "fantastic_reality": [None, "gpu", "tpu"],
+  "imd2020": [None, "gpu", "tpu"],
+  "tampcoco": [None, "sp", "cm", "bcm", "bcmc", "sp,tpu", "bcmc,gpu"],
+}
+PAPER = ("casia_v2", "fantastic_reality", "imd2020", "tampcoco")
+RELEASE_PARAMETERS = 78.3e6 - 263_681  # the release's count minus its unused mscc.decoder
+
+
+def load_config(name: str, arg=None):
+  path = os.path.join(CONFIG_DIR, f"{name}.py")
+  spec = importlib.util.spec_from_file_location(f"config_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def test_every_config_file_is_covered_here():
+  names = {os.path.basename(p) for p in glob.glob(os.path.join(CONFIG_DIR, "*.py"))}
+  assert names - HELPERS == {f"{n}.py" for n in VARIANTS}
+
+
+@pytest.mark.parametrize("name,arg", [(n, a) for n, args in VARIANTS.items() for a in args])
+def test_config_loads_and_validates(name, arg):
+  config = load_config(name, arg)
+  train.validate_config(config)
+  assert config.num_train_steps > 0
+
+
+@pytest.mark.parametrize("name", PAPER)
+def test_paper_configs_follow_the_release_setup(name):
+  c = load_config(name)
+  assert (c.model.backbone_depth, c.model.deep_stem, c.model.output_stride) == (101, True, 8)
+  assert tuple(c.preprocess.image_size) == (256, 256)
+  assert c.preprocess.normalization == "raw"
+  assert c.global_batch_size == 16
+  assert (c.optimizer.learning_rate, c.optimizer.schedule) == (1e-4, "constant")
+  assert c.loss.dice_weight == 0.0
+  assert c.init_from  # an ImageNet backbone is expected
+  assert load_config(name, "tpu").model.dtype == "bfloat16"
+
+
+def test_tampcoco_subsets_pick_their_builder_config():
+  assert load_config("tampcoco", "cm").data.dataset == "tampcoco/cm"
+  assert load_config("tampcoco", "bcmc,tpu").data.dataset == "tampcoco/bcmc"
+  with pytest.raises(ValueError, match="unknown config variant 'xyz'"):
+    load_config("tampcoco", "xyz")
+
+
+@pytest.mark.parametrize("name", PAPER)
+def test_paper_model_has_the_release_parameter_count(name):
+  c = load_config(name)
+  model = build_model(c.model)
+  shapes = jax.eval_shape(
+    functools.partial(init_model, model, jax.random.key(0), (1, *c.preprocess.image_size, 3))
+  )
+  count = sum(int(np.prod(s.shape)) for s in jax.tree_util.tree_leaves(shapes["params"]))
+  assert abs(count - RELEASE_PARAMETERS) < 0.1e6
+
+
+@pytest.mark.parametrize("name,arg", [("quickstart", None), ("tiny", None)])
+def test_small_configs_take_real_training_steps(name, arg):
+  c = load_config(name, arg)
+  size = (64, 64)  # the smallest input at output stride 8; the network is unchanged
+  model = build_model(c.model)
+  variables = init_model(model, jax.random.key(0), (2, *size, 3))
+  optimizer = train.make_optimizer(c)
+  state = {
+    "params": variables["params"],
+    "batch_stats": variables["batch_stats"],
+    "opt_state": optimizer.init(variables["params"]),
+    "step": jnp.zeros((), jnp.int32),
+  }
+  step = jax.jit(functools.partial(train.train_step, model, optimizer, float(c.loss.dice_weight)))
+  rng = np.random.default_rng(0)
+  batch = {
+    "image": jnp.asarray(rng.normal(size=(2, *size, 3)), jnp.float32),
+    "mask": jnp.asarray(rng.random((2, *size)) > 0.8, jnp.float32),
+  }
+  for _ in range(2):
+    state, metrics = step(state, batch, jax.random.key(1))
+  assert int(state["step"]) == 2
+  assert np.isfinite(float(metrics["loss"]))
