@@ -1,3 +1,23 @@
-"""tfds builders for forgery datasets; importing this package registers them."""
+"""tfds builders for forgery datasets; importing this package registers them.
 
-from sdpal_jax.datasets import synthetic_forgery  # noqa: F401 (registers the builder)
+Real datasets (manual download, see each builder's MANUAL_DOWNLOAD_INSTRUCTIONS):
+``casia_v1``, ``casia_v2`` (configs ``default``, ``release_split``), ``columbia``,
+``coverage``, ``nist16``, ``imd2020``, ``fantastic_reality``, ``tampcoco`` (configs
+``sp``, ``cm``, ``bcm``, ``bcmc``), ``cocoglide``, ``realistic_tampering``; generic
+sources ``forgery_list``, ``imdl_json``, ``forgery_folder``; and the locally generated
+``synthetic_forgery``.
+"""
+
+from sdpal_jax.datasets import (  # noqa: F401 (importing registers the builders)
+  casia,
+  cocoglide,
+  columbia,
+  coverage,
+  fantastic_reality,
+  generic,
+  imd2020,
+  nist16,
+  realistic_tampering,
+  synthetic_forgery,
+  tampcoco,
+)
