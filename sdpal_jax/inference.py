@@ -46,6 +46,25 @@ def image_level_score(prob: np.ndarray, top_fraction: float = 0.01) -> float:
   return float(np.mean(np.partition(flat, flat.size - k)[flat.size - k :]))
 
 
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+  """Start offsets of ``tile``-long windows covering ``[0, length)`` with at least ``overlap``."""
+  if length <= tile:
+    return [0]
+  stride = tile - overlap
+  starts = list(range(0, length - tile, stride))
+  return starts + [length - tile]
+
+
+def tile_weights(tile: int, overlap: int) -> np.ndarray:
+  """``[tile, tile]`` blend weights: 1 inside, falling linearly over ``overlap`` to the borders."""
+  ramp = np.ones(tile, np.float32)
+  if overlap:
+    edge = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
+    ramp[:overlap] = edge
+    ramp[-overlap:] = edge[::-1]
+  return np.outer(ramp, ramp)
+
+
 @dataclasses.dataclass
 class Predictor:
   """Applies an SDPAL model to uint8 photos.
@@ -57,6 +76,12 @@ class Predictor:
     full_resolution: feed each photo at its own size instead of resizing it to
       ``preprocess_config.image_size`` (the network is fully convolutional
       apart from the graph, whose cost grows with the number of pixels).
+    tile_size: with ``full_resolution``, photos larger than this (pixels, each
+      side) are cut into overlapping ``tile_size`` squares, each predicted at
+      its own resolution and blended back (0: always the whole photo at once).
+      Memory then stays that of one tile whatever the photo's size.
+    tile_overlap: pixels shared by neighbouring tiles; the blend weights fall
+      linearly to the tile borders, where the network sees the least context.
   """
 
   model: Any
@@ -64,10 +89,18 @@ class Predictor:
   model_config: ml_collections.ConfigDict
   preprocess_config: ml_collections.ConfigDict
   full_resolution: bool = False
+  tile_size: int = 1024
+  tile_overlap: int | None = None  # None: tile_size // 8
 
   @classmethod
   def from_checkpoint(
-    cls, path: str, *, full_resolution: bool = False, **model_overrides
+    cls,
+    path: str,
+    *,
+    full_resolution: bool = False,
+    tile_size: int = 1024,
+    tile_overlap: int | None = None,
+    **model_overrides,
   ) -> Predictor:
     """Loads ``path`` (a training workdir or a converted checkpoint directory).
 
@@ -93,7 +126,17 @@ class Predictor:
       model_config=model_config,
       preprocess_config=loaded.preprocess_config,
       full_resolution=full_resolution,
+      tile_size=tile_size,
+      tile_overlap=tile_overlap,
     )
+
+  def __post_init__(self):
+    if self.tile_overlap is None:
+      self.tile_overlap = self.tile_size // 8
+    if self.tile_size and not 0 <= self.tile_overlap < self.tile_size // 2:
+      raise SdpalError(
+        f"tile_overlap={self.tile_overlap} must be >= 0 and below half of tile_size={self.tile_size}."
+      )
 
   @functools.cached_property
   def _apply(self):
@@ -125,11 +168,31 @@ class Predictor:
     if images.dtype != np.uint8:
       raise SdpalError(f"expected uint8 images, got dtype {images.dtype}.")
     b, h, w, _ = images.shape
+    if self.full_resolution and self.tile_size and max(h, w) > self.tile_size:
+      return np.stack([self._predict_tiled(image) for image in images])
     size = self.input_size((h, w))
     batch = np.stack([preprocessing.resize_image(img, size) for img in images])
     x = preprocessing.normalize_images(batch, self.preprocess_config.normalization)
     probs = np.asarray(self._apply(self.variables, jnp.asarray(x)))
     return np.stack([resize_probabilities(p, (h, w)) for p in probs])
+
+  def _predict_tiled(self, image: np.ndarray) -> np.ndarray:
+    """uint8 ``[H, W, 3]`` -> ``[H, W]`` by blending overlapping full-resolution tiles."""
+    h, w = image.shape[:2]
+    tile = self.tile_size
+    padded = np.pad(image, ((0, max(0, tile - h)), (0, max(0, tile - w)), (0, 0)), mode="reflect")
+    ph, pw = padded.shape[:2]
+    weights = tile_weights(tile, self.tile_overlap)
+    total = np.zeros((ph, pw), np.float32)
+    norm = np.zeros((ph, pw), np.float32)
+    for y in tile_starts(ph, tile, self.tile_overlap):
+      for x in tile_starts(pw, tile, self.tile_overlap):
+        crop = padded[y : y + tile, x : x + tile]
+        x_in = preprocessing.normalize_images(crop[None], self.preprocess_config.normalization)
+        prob = np.asarray(self._apply(self.variables, jnp.asarray(x_in)))[0]
+        total[y : y + tile, x : x + tile] += prob * weights
+        norm[y : y + tile, x : x + tile] += weights
+    return (total / np.maximum(norm, 1e-12))[:h, :w]
 
   def predict_image(self, image: np.ndarray) -> np.ndarray:
     """uint8 ``[H, W, 3]`` -> float32 ``[H, W]``."""

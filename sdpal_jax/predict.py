@@ -146,6 +146,14 @@ flags.DEFINE_float("threshold", 0.5, "Probability above which a pixel counts as 
 flags.DEFINE_bool(
   "full_resolution", False, "Feed photos at their own size instead of the checkpoint's input size."
 )
+flags.DEFINE_integer(
+  "tile_size",
+  1024,
+  "With --full_resolution: photos larger than this are predicted in tiles (0: never).",
+)
+flags.DEFINE_integer(
+  "tile_overlap", None, "Pixels shared by neighbouring tiles (default tile_size/8)."
+)
 flags.DEFINE_enum(
   "walk_method", None, ["dense", "blocked", "sampled"], "Override the random-walk method."
 )
@@ -170,7 +178,11 @@ def main(argv: Sequence[str]) -> int:
   overrides = {"walk_method": FLAGS.walk_method} if FLAGS.walk_method else {}
   try:
     predictor = Predictor.from_checkpoint(
-      FLAGS.checkpoint, full_resolution=FLAGS.full_resolution, **overrides
+      FLAGS.checkpoint,
+      full_resolution=FLAGS.full_resolution,
+      tile_size=FLAGS.tile_size,
+      tile_overlap=FLAGS.tile_overlap,
+      **overrides,
     )
   except SdpalError as e:
     print(f"error: {e}", file=sys.stderr)

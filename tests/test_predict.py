@@ -165,3 +165,35 @@ def test_cli_exit_status_says_whether_files_were_skipped(checkpoint_dir, tmp_pat
     [*cmd[:3], "--output_dir", str(out)], capture_output=True, text=True, timeout=600
   )
   assert usage.returncode == 2 and "usage" in usage.stderr
+
+
+def test_tiles_cover_the_image_and_blend_weights_sum_to_one_where_tiles_meet():
+  from sdpal_jax.inference import tile_starts, tile_weights  # noqa: PLC0415
+
+  starts = tile_starts(300, 128, 32)
+  assert starts[0] == 0 and starts[-1] == 300 - 128
+  assert all(b - a <= 128 - 32 for a, b in zip(starts, starts[1:], strict=False))
+  ramp = tile_weights(128, 32)[64]  # a row through the middle, where the column weight is 1
+  # Two tiles 96 apart overlap by 32 pixels; their weights there add up to 1.
+  np.testing.assert_allclose(ramp[96:] + ramp[:32], 1.0, atol=1e-6)
+
+
+def test_tiled_full_resolution_matches_whole_image_where_one_tile_suffices(tmp_path):
+  path = save_tiny_checkpoint(tmp_path)
+  image = np.random.default_rng(0).integers(0, 256, (96, 120, 3), dtype=np.uint8)
+  whole = Predictor.from_checkpoint(path, full_resolution=True, tile_size=0).predict_image(image)
+  one_tile = Predictor.from_checkpoint(path, full_resolution=True, tile_size=128).predict_image(
+    image
+  )
+  np.testing.assert_allclose(whole, one_tile, atol=1e-6)
+  tiled = Predictor.from_checkpoint(path, full_resolution=True, tile_size=64, tile_overlap=16)
+  probs = tiled.predict_image(image)
+  assert probs.shape == (96, 120) and np.all((probs >= 0) & (probs <= 1))
+  # Tiles see less context than the whole image, but a random-weight model's map stays close.
+  assert np.abs(probs - whole).mean() < 0.1
+
+
+def test_bad_tile_overlap_is_a_named_error(tmp_path):
+  path = save_tiny_checkpoint(tmp_path)
+  with pytest.raises(SdpalError, match="tile_overlap=40"):
+    Predictor.from_checkpoint(path, full_resolution=True, tile_size=64, tile_overlap=40)

@@ -207,6 +207,13 @@ class SyntheticForgery(tfds.core.GeneratorBasedBuilder):
       name="mixed_small", image_size=128, num_train=600, num_validation=60, num_test=150,
       description="A quicker mixed set at 128x128.",
     ),
+    *[
+      SyntheticForgeryConfig(
+        name=f"{kind}_small", manipulations=(kind,), image_size=128, num_train=600,
+        num_validation=60, num_test=150, description=f"{kind} only, at 128x128.",
+      )
+      for kind in MANIPULATIONS
+    ],
     SyntheticForgeryConfig(
       name="mixed_tiny", image_size=64, num_train=12, num_validation=6, num_test=6,
       description="A handful of 64x64 images for tests.",
