@@ -72,6 +72,11 @@ def _peak_mib() -> float:
 
 
 def _timed(fn, repeats: int) -> tuple[float, object]:
+  """Median seconds of ``repeats`` calls after a warm-up; ``repeats=0``: one call, compile included."""
+  if repeats == 0:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
   out = fn()  # warm-up / compilation
   times = []
   for _ in range(repeats):
