@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import Image
 
 from sdpal_jax import checkpoint as checkpoint_lib
@@ -173,8 +174,36 @@ class Predictor:
     size = self.input_size((h, w))
     batch = np.stack([preprocessing.resize_image(img, size) for img in images])
     x = preprocessing.normalize_images(batch, self.preprocess_config.normalization)
-    probs = np.asarray(self._apply(self.variables, jnp.asarray(x)))
+    probs = self._forward_sharded(x)
     return np.stack([resize_probabilities(p, (h, w)) for p in probs])
+
+  @functools.cached_property
+  def _batch_sharding(self):
+    devices = jax.local_devices()
+    if len(devices) < 2:
+      return None
+    return NamedSharding(Mesh(np.asarray(devices), ("data",)), PartitionSpec("data"))
+
+  def _forward_sharded(self, x: np.ndarray) -> np.ndarray:
+    """Probabilities for a normalised batch, split over all local devices when there are several.
+
+    The batch is padded to a multiple of the device count (the padding is
+    dropped from the result); with one device, or fewer images than devices,
+    it runs as is.
+    """
+    sharding = self._batch_sharding
+    n = len(x)
+    if sharding is None or n < len(sharding.mesh.devices):
+      return np.asarray(self._apply(self.variables, jnp.asarray(x)))
+    count = len(sharding.mesh.devices)
+    padded = np.concatenate([x, np.zeros((-n % count, *x.shape[1:]), x.dtype)])
+    probs = self._apply(self._replicated_variables, jax.device_put(padded, sharding))
+    return np.asarray(probs)[:n]
+
+  @functools.cached_property
+  def _replicated_variables(self):
+    replicated = NamedSharding(self._batch_sharding.mesh, PartitionSpec())
+    return jax.device_put(self.variables, replicated)
 
   def _predict_tiled(self, image: np.ndarray) -> np.ndarray:
     """uint8 ``[H, W, 3]`` -> ``[H, W]`` by blending overlapping full-resolution tiles."""

@@ -197,3 +197,27 @@ def test_bad_tile_overlap_is_a_named_error(tmp_path):
   path = save_tiny_checkpoint(tmp_path)
   with pytest.raises(SdpalError, match="tile_overlap=40"):
     Predictor.from_checkpoint(path, full_resolution=True, tile_size=64, tile_overlap=40)
+
+
+MULTI_DEVICE = """
+import sys, numpy as np, jax
+from sdpal_jax.inference import Predictor
+assert jax.device_count() == 8
+images = np.load(sys.argv[2])
+predictor = Predictor.from_checkpoint(sys.argv[1])
+np.save(sys.argv[3], predictor.predict_probabilities(images))
+"""
+
+
+def test_predictions_split_over_eight_devices_equal_one_device(tmp_path):
+  path = save_tiny_checkpoint(tmp_path)
+  images = np.random.default_rng(0).integers(0, 256, (10, 64, 64, 3), dtype=np.uint8)
+  np.save(tmp_path / "images.npy", images)
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  run = subprocess.run(
+    [sys.executable, "-c", MULTI_DEVICE, path, str(tmp_path / "images.npy"), str(tmp_path / "p.npy")],
+    env=env, capture_output=True, text=True, timeout=600,
+  )  # fmt: skip
+  assert run.returncode == 0, run.stderr[-3000:]
+  single = Predictor.from_checkpoint(path).predict_probabilities(images)
+  np.testing.assert_allclose(np.load(tmp_path / "p.npy"), single, atol=1e-5)
