@@ -21,6 +21,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.grad_clip = 0.0
   c.loss = ml_collections.ConfigDict()
   c.loss.dice_weight = 0.0
+  c.loss.positive_weight = 1.0  # BCE weight of tampered pixels (torch pos_weight)
   c.seed = 0
   c.global_batch_size = 16
   c.num_train_steps = 10_000

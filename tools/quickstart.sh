@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 "$PY" -m sdpal_jax.train --config configs/quickstart.py --workdir "$WORKDIR"
 "$PY" -m sdpal_jax.evaluate --workdir "$WORKDIR" \
-  --datasets synthetic_forgery/mixed:test --output_dir "$WORKDIR/eval"
+  --datasets synthetic_forgery/mixed_small:test --output_dir "$WORKDIR/eval"
 PHOTO="$("$PY" -c 'import os, skimage; print(os.path.join(os.path.dirname(skimage.__file__), "data", "astronaut.png"))')"
 "$PY" -m sdpal_jax.predict --checkpoint "$WORKDIR" --output_dir "$WORKDIR/predictions" "$PHOTO"
 echo "results: $WORKDIR/eval/results.md, predictions: $WORKDIR/predictions"
