@@ -40,8 +40,10 @@ def default_model_config() -> ml_collections.ConfigDict:
   c.walk.restart = 0.3  # 1 - a; the release's walk_restart_prob=0.7 is a.
   c.walk.threshold = 0.4
   c.walk.block_size = 512  # rows of A held at once by "blocked".
-  c.walk.num_walkers = 32  # "sampled" only.
-  c.walk.num_candidates = 32  # "sampled" only.
+  c.walk.num_landmarks = 1024  # "sampled" only: nodes sampled per walk step.
+  c.walk.row_normalization = (
+    "sampled"  # "sampled" only: sampled | exact (unbiased, one O(N^2) pass).
+  )
   # DPAL: differential attention.
   c.attention_heads = 8
   # Decoder: U-Net widths (inc, down1, down2, down3); ups mirror them.
@@ -93,6 +95,12 @@ def validate_model_config(c: ml_collections.ConfigDict) -> None:
     bad("walk.restart", c.walk.restart, "a probability in [0, 1]")
   if c.walk.steps < 0:
     bad("walk.steps", c.walk.steps, "a non-negative integer")
+  if c.walk.block_size < 1:
+    bad("walk.block_size", c.walk.block_size, "a positive integer")
+  if c.walk.num_landmarks < 1:
+    bad("walk.num_landmarks", c.walk.num_landmarks, "a positive integer")
+  if c.walk.row_normalization not in ("sampled", "exact"):
+    bad("walk.row_normalization", c.walk.row_normalization, "'sampled' or 'exact'")
   if c.feature_channels % c.attention_heads:
     bad("attention_heads", c.attention_heads, f"a divisor of feature_channels={c.feature_channels}")
   if c.dtype not in DTYPES:

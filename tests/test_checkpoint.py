@@ -53,13 +53,13 @@ def test_config_json_missing_fields_fall_back_to_defaults(tmp_path):
   checkpoint.save_inference_checkpoint(str(tmp_path), variables=_variables(), config=_config())
   path = tmp_path / "config.json"
   raw = json.loads(path.read_text())
-  del raw["model"]["walk"]["num_walkers"]
+  del raw["model"]["walk"]["num_landmarks"]
   raw["model"]["walk"]["method"] = "blocked"
   path.write_text(json.dumps(raw))
   loaded = checkpoint.load_inference_checkpoint(str(tmp_path))
   assert loaded.model_config.walk.method == "blocked"
   assert (
-    loaded.model_config.walk.num_walkers == model_config.default_model_config().walk.num_walkers
+    loaded.model_config.walk.num_landmarks == model_config.default_model_config().walk.num_landmarks
   )
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from sdpal_jax import ops
+from sdpal_jax.ops import correlation
 
 
 def _realistic_features(rng, shape):
@@ -124,33 +125,54 @@ def test_blocked_walk_never_materialises_the_full_affinity():
   assert temp_bytes("blocked", block_size=block) < full_affinity / 4
 
 
-def test_sampled_walk_error_shrinks_as_walkers_grow():
-  x = _realistic_features(np.random.default_rng(5), (1, 8, 8, 16))
+@pytest.mark.parametrize("row_normalization", ["sampled", "exact"])
+def test_sampled_walk_error_shrinks_as_landmarks_grow(row_normalization):
+  x = _realistic_features(np.random.default_rng(5), (1, 16, 16, 16))
   exact = numpy_walk(x)
   errors = []
-  for walkers in (16, 64, 256):
+  for landmarks in (16, 64, 192):
     est = ops.random_walk_with_restart(
-      jnp.asarray(x), method="sampled", key=jax.random.key(0), num_walkers=walkers, num_candidates=4
+      jnp.asarray(x),
+      method="sampled",
+      key=jax.random.key(0),
+      num_landmarks=landmarks,
+      row_normalization=row_normalization,
     )
     errors.append(float(np.mean(np.abs(est - exact)) / np.mean(np.abs(exact))))
   assert errors[0] > errors[1] > errors[2]
-  assert errors[2] < 0.02
+  assert errors[2] < 0.03
 
 
-def test_sampled_walk_is_unbiased_on_average_over_keys():
-  x = _realistic_features(np.random.default_rng(6), (1, 4, 4, 8))
+def test_sampled_walk_with_exact_row_sums_is_unbiased_on_average_over_keys():
+  x = _realistic_features(np.random.default_rng(6), (1, 6, 6, 8))
   exact = numpy_walk(x)
   estimate = jax.jit(
     jax.vmap(
       lambda key: ops.random_walk_with_restart(
-        jnp.asarray(x), method="sampled", key=key, num_walkers=8, num_candidates=2
+        jnp.asarray(x), method="sampled", key=key, num_landmarks=6, row_normalization="exact"
       )
     )
   )
-  estimates = np.asarray(estimate(jax.random.split(jax.random.key(0), 64)))
+  estimates = np.asarray(estimate(jax.random.split(jax.random.key(0), 256)))
   single_error = np.mean(np.abs(estimates[0] - exact))
   mean_error = np.mean(np.abs(np.mean(estimates, axis=0) - exact))
-  assert mean_error < single_error / 4  # ~1/sqrt(64) if unbiased; bias would not average out
+  assert mean_error < single_error / 6  # ~1/sqrt(256) if unbiased; a bias would not average out
+
+
+def test_sampled_walk_with_every_node_as_landmark_is_exact():
+  x = _realistic_features(np.random.default_rng(10), (1, 4, 4, 8))
+  est = ops.random_walk_with_restart(
+    jnp.asarray(x), method="sampled", key=jax.random.key(0), num_landmarks=16
+  )
+  np.testing.assert_allclose(est, numpy_walk(x), rtol=1e-5, atol=1e-5)
+
+
+def test_stratified_node_sample_draws_every_node_equally_often():
+  keys = jax.random.split(jax.random.key(3), 4000)
+  ids = np.asarray(jax.vmap(lambda k: correlation.stratified_node_sample(k, 10, 4))(keys))
+  assert ids.min() >= 0 and ids.max() <= 9
+  counts = np.bincount(ids.ravel(), minlength=10) / len(keys)
+  np.testing.assert_allclose(counts, 0.4, atol=0.03)  # inclusion probability m / n
 
 
 def test_sampled_walk_needs_an_explicit_key():

@@ -36,7 +36,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WALK = {"steps": 3, "restart": 0.3, "threshold": 0.4}  # the release's graph module
-SAMPLED = {"num_walkers": 64, "num_candidates": 32}
+SAMPLED = {"num_landmarks": 1024}
 
 
 # --- inputs -----------------------------------------------------------------------------------

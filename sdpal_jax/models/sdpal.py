@@ -232,8 +232,8 @@ def build_model(config: ml_collections.ConfigDict) -> SDPAL:
     walk_options = {"block_size": int(config.walk.block_size)}
   elif config.walk.method == "sampled":
     walk_options = {
-      "num_walkers": int(config.walk.num_walkers),
-      "num_candidates": int(config.walk.num_candidates),
+      "num_landmarks": int(config.walk.num_landmarks),
+      "row_normalization": str(config.walk.row_normalization),
       "block_size": int(config.walk.block_size),
     }
   return SDPAL(

@@ -13,9 +13,8 @@ computes ``W(0) = I, W(k+1) = a W(k) A + (1 - a) I`` and returns
 
 which costs O(N^2 D) per step instead of O(N^3), and only needs products
 ``A @ Y`` — rows of A can be generated block by block and thrown away.
-Unrolled, ``G = a^K A^K X + (1 - a) sum_{k<K} a^k A^k X``: the expected
-feature seen by a walker after a K-truncated geometric number of steps, which
-is what the ``sampled`` method estimates by Monte Carlo.
+The ``sampled`` method estimates each ``A @ Y`` from an independent random
+sample of landmark nodes, so only the last step touches all N rows.
 """
 
 from __future__ import annotations
@@ -161,6 +160,19 @@ def affinity_row_sums(x: jnp.ndarray, threshold: float, block_size: int = 512) -
   return jax.lax.map(block_sums, (unit_blocks, jnp.arange(num_blocks))).reshape(-1)[:n]
 
 
+def stratified_node_sample(key: jax.Array, n: int, m: int) -> jnp.ndarray:
+  """``m`` node ids, one drawn uniformly from each of ``m`` equal strata of ``[0, n)``: ``[m]``.
+
+  Stratum j is the real interval ``[j n/m, (j+1) n/m)``; every node is drawn
+  with probability exactly ``m / n``, and since nodes are in raster order the
+  sample is spread evenly over the image (less variance than i.i.d. draws on
+  spatially correlated features).
+  """
+  u = jax.random.uniform(key, (m,))
+  ids = jnp.floor((jnp.arange(m) + u) * (n / m)).astype(jnp.int32)
+  return jnp.minimum(ids, n - 1)
+
+
 def _walk_sampled(
   x: jnp.ndarray,
   *,
@@ -168,74 +180,81 @@ def _walk_sampled(
   restart: float,
   threshold: float,
   key: jax.Array,
-  num_walkers: int = 32,
-  num_candidates: int = 32,
-  chunk_size: int = 256,
+  num_landmarks: int = 1024,
+  row_normalization: str = "sampled",
   block_size: int = 512,
 ) -> jnp.ndarray:
-  """Monte-Carlo estimate of G for one image. x: ``[N, D]``.
+  """Monte-Carlo estimate of G by landmark sampling, for one image. x: ``[N, D]``.
 
-  Estimator (unbiased for every term of ``G = (1-a) sum_{k<K} a^k A^k X +
-  a^K A^K X``):
+  Each step k of ``Y(k+1) = a A Y(k) + (1-a) X`` replaces ``A Y`` by a sum
+  over an independent stratified sample ``L_k`` of M = ``num_landmarks``
+  nodes: ``(A Y)_i ~ sum_{c in L_k} A^_ic Y_c``. Only the last step needs all
+  N rows; earlier steps only need Y on the next step's landmarks, so
 
-  1. One exact pass computes the row sums r_i of S (O(N^2 D) flops, O(block*N)
-     memory, no storage of S), so ``A_ij = S_ij / (r_i + 1e-8)`` can be
-     evaluated for any single pair.
-  2. Each of ``num_walkers`` walkers per node starts at its node with weight 1.
-     At every step it draws ``num_candidates`` nodes uniformly; the importance
-     weights ``w_p = N * A_{pos, c_p}`` give the unbiased estimate
-     ``weight * mean_p(w_p X_{c_p})`` of the next term ``(A^k X)_i``. The
-     walker then moves to one candidate chosen with probability ∝ w_p and its
-     weight is multiplied by ``mean_p(w_p)`` (sampling-importance-resampling
-     with the mean-weight correction, which keeps the path estimate unbiased;
-     a walker on a node without neighbours gets weight 0, as A's empty rows).
-  3. The node's estimate is the average over its walkers.
+    ``Z_1 = X[L_1]``, ``Z_{k+1} = a A^[L_{k+1}, L_k] Z_k + (1-a) X[L_{k+1}]``,
+    ``G = a A^[:, L_K] Z_K + (1-a) X``,
 
-  Cost: the row-sum pass plus ``N * num_walkers * steps * num_candidates * D``
-  multiply-adds; memory O(chunk_size * num_walkers * num_candidates * D).
-  Error: standard error falls as 1 / sqrt(num_walkers * num_candidates); it
-  is largest where a node's affinity is concentrated on few neighbours
-  (uniform proposals rarely hit them).
+  which costs ``2 N M D`` multiply-adds for the last step and ``2 M^2 D`` for
+  each earlier one, all as dense matrix products (no gathers per walker),
+  against ``~2 K N^2 D`` for the exact walk. ``A^`` is the transition
+  restricted to the landmarks, with the self-loop mask and threshold applied:
+
+  * ``row_normalization="sampled"`` (default): each row of the thresholded
+    similarity is divided by its own sum over the landmarks (self-normalised
+    importance sampling). No O(N^2) pass at all; consistent, with a bias of
+    order 1/(number of landmark neighbours), and a node with no neighbour
+    among the landmarks gets an all-zero row, as the release's empty rows.
+  * ``row_normalization="exact"``: one exact O(N^2 D) pass (held block by
+    block, no N x N storage) gives the row sums r_i, and
+    ``A^_ic = (N / M) S_ic / (r_i + 1e-8)``; the estimate is then unbiased
+    (independent unbiased factors per step).
+
+  With ``num_landmarks >= N`` the sample would be the whole graph, and the
+  exact blocked walk is used instead.
   """
   n, d = x.shape
-  a = 1.0 - restart
-  x32 = x.astype(jnp.float32)
   if steps == 0:
     return x
+  if row_normalization not in ("sampled", "exact"):
+    raise ValueError(f"row_normalization={row_normalization!r}; expected 'sampled' or 'exact'")
+  m = int(num_landmarks)
+  if m < 1:
+    raise ValueError(f"num_landmarks={num_landmarks!r} must be >= 1")
+  if m >= n:
+    return _walk_blocked(
+      x, steps=steps, restart=restart, threshold=threshold, block_size=block_size
+    )
+  a = 1.0 - restart
+  x32 = x.astype(jnp.float32)
   unit = l2_normalize(x32)
-  inv_row_sums = 1.0 / (affinity_row_sums(x32, threshold, block_size) + _ROW_EPS)
-  term_weights = [restart * a**k for k in range(steps)] + [a**steps]
+  landmarks = [stratified_node_sample(k, n, m) for k in jax.random.split(key, steps)]
+  if row_normalization == "exact":
+    inv_row_sums = (n / m) / (affinity_row_sums(x32, threshold, block_size) + _ROW_EPS)
 
-  chunk = max(1, min(int(chunk_size), n))
-  num_chunks = -(-n // chunk)
-  node_ids = jnp.pad(jnp.arange(n), (0, num_chunks * chunk - n)).reshape(num_chunks, chunk)
-  chunk_keys = jax.random.split(key, num_chunks)
+  def transition(row_ids: jnp.ndarray, col_ids: jnp.ndarray) -> jnp.ndarray:
+    sim = _thresholded_similarity(unit[row_ids], unit[col_ids], threshold, row_ids, col_ids)
+    if row_normalization == "exact":
+      return sim * inv_row_sums[row_ids][:, None]
+    return sim / (jnp.sum(sim, axis=-1, keepdims=True) + _ROW_EPS)
 
-  def estimate_chunk(args):
-    starts, chunk_key = args  # [chunk], key
-    pos = jnp.broadcast_to(starts[:, None], (chunk, num_walkers))
-    weight = jnp.ones((chunk, num_walkers), jnp.float32)
-    total = term_weights[0] * x32[starts]
-    step_keys = jax.random.split(chunk_key, steps)
-    for k in range(1, steps + 1):
-      cand_key, move_key = jax.random.split(step_keys[k - 1])
-      cands = jax.random.randint(cand_key, (chunk, num_walkers, num_candidates), 0, n)
-      sim = jnp.einsum("cwd,cwpd->cwp", unit[pos], unit[cands], precision=jax.lax.Precision.HIGHEST)
-      keep = (sim >= threshold) & (cands != pos[..., None])
-      importance = jnp.where(keep, sim, 0.0) * (n * inv_row_sums[pos])[..., None]
-      term = jnp.einsum("cwp,cwpd->cwd", importance, x32[cands]) / num_candidates
-      total = total + term_weights[k] * jnp.mean(weight[..., None] * term, axis=1)
-      if k < steps:
-        mean_importance = importance.mean(-1)
-        logits = jnp.where(importance > 0, jnp.log(jnp.maximum(importance, 1e-30)), -jnp.inf)
-        logits = jnp.where(mean_importance[..., None] > 0, logits, 0.0)
-        choice = jax.random.categorical(move_key, logits, axis=-1)
-        pos = jnp.take_along_axis(cands, choice[..., None], axis=-1)[..., 0]
-        weight = weight * mean_importance
-    return total
+  def product(matrix: jnp.ndarray, y: jnp.ndarray) -> jnp.ndarray:
+    return jnp.matmul(matrix, y, precision=jax.lax.Precision.HIGHEST)
 
-  out = jax.lax.map(estimate_chunk, (node_ids, chunk_keys)).reshape(-1, d)[:n]
-  return out.astype(x.dtype)
+  z = x32[landmarks[0]]
+  for k in range(1, steps):
+    z = a * product(transition(landmarks[k], landmarks[k - 1]), z) + restart * x32[landmarks[k]]
+
+  # Last step over all N rows, block_size rows at a time: O(block_size * M) memory.
+  block = max(1, min(int(block_size), n))
+  num_blocks = -(-n // block)
+  row_blocks = jnp.minimum(jnp.arange(num_blocks * block), n - 1).reshape(num_blocks, block)
+
+  @jax.checkpoint
+  def last_step(row_ids):
+    return product(transition(row_ids, landmarks[-1]), z)
+
+  walked = jax.lax.map(last_step, row_blocks).reshape(-1, d)[:n]
+  return (a * walked + restart * x32).astype(x.dtype)
 
 
 _METHODS = {"dense": _walk_dense, "blocked": _walk_blocked, "sampled": _walk_sampled}
@@ -260,8 +279,8 @@ def random_walk_with_restart(
     threshold: cosine similarities below it are not edges (release: 0.4).
     method: "dense" (exact, builds A: O(N^2) memory), "blocked" (exact,
       O(block_size * N) memory; option ``block_size``) or "sampled"
-      (Monte-Carlo; options ``key`` (required), ``num_walkers``,
-      ``num_candidates``, ``chunk_size``, ``block_size``).
+      (Monte-Carlo over landmark nodes; options ``key`` (required),
+      ``num_landmarks``, ``row_normalization``, ``block_size``).
 
   Returns:
     ``[B, H, W, D]``: G, the walk-weighted aggregate of the node features.
