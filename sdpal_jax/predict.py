@@ -155,7 +155,10 @@ flags.DEFINE_integer(
   "tile_overlap", None, "Pixels shared by neighbouring tiles (default tile_size/8)."
 )
 flags.DEFINE_enum(
-  "walk_method", None, ["dense", "blocked", "sampled"], "Override the random-walk method."
+  "walk_method",
+  None,
+  ["dense", "blocked", "sampled"],
+  "Override the random-walk method (default: the checkpoint's; 'sampled' with --full_resolution).",
 )
 
 

@@ -239,6 +239,24 @@ def test_differential_attention_matches_numpy():
   np.testing.assert_allclose(got, numpy_differential_attention(q1, k1, q2, k2, v, 4), atol=1e-5)
 
 
+def test_differential_attention_in_query_blocks_equals_all_at_once():
+  rng = np.random.default_rng(1)
+  q1, k1, q2, k2, v = (jnp.asarray(rng.normal(size=(2, 37, 8)), jnp.float32) for _ in range(5))
+  whole = ops.differential_attention(q1, k1, q2, k2, v, num_heads=2, query_block_size=None)
+  blocked = ops.differential_attention(q1, k1, q2, k2, v, num_heads=2, query_block_size=8)
+  np.testing.assert_allclose(blocked, whole, atol=1e-6)
+
+  def loss(block):
+    def f(q1, k1, v):
+      out = ops.differential_attention(q1, k1, q2, k2, v, num_heads=2, query_block_size=block)
+      return jnp.sum(out**2)
+
+    return jax.grad(f, argnums=(0, 1, 2))(q1, k1, v)
+
+  for got, want in zip(loss(8), loss(None), strict=True):
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
 def test_differential_attention_is_zero_when_both_maps_agree():
   rng = np.random.default_rng(11)
   q, k, v = (jnp.asarray(rng.normal(size=(1, 9, 8)).astype(np.float32)) for _ in range(3))

@@ -65,6 +65,18 @@ def test_full_resolution_feeds_the_photo_at_its_own_size(checkpoint_dir):
   assert full.predict_image(_photo(72, 88)).shape == (72, 88)
 
 
+def test_full_resolution_uses_the_sampled_walk_unless_told_otherwise(checkpoint_dir):
+  full = Predictor.from_checkpoint(checkpoint_dir, full_resolution=True)
+  assert full.model_config.walk.method == "sampled"
+  chosen = Predictor.from_checkpoint(checkpoint_dir, full_resolution=True, walk_method="blocked")
+  assert chosen.model_config.walk.method == "blocked"
+  resized = Predictor.from_checkpoint(checkpoint_dir)
+  assert resized.model_config.walk.method != "sampled"
+  # Below num_landmarks graph nodes the sampled walk is the exact one.
+  image = _photo(64, 64, seed=4)
+  np.testing.assert_allclose(full.predict_image(image), chosen.predict_image(image), atol=1e-5)
+
+
 def test_walk_method_override_gives_the_same_map(checkpoint_dir, predictor):
   blocked = Predictor.from_checkpoint(checkpoint_dir, walk_method="blocked")
   image = _photo(64, 64, seed=3)

@@ -6,7 +6,7 @@ AUC, ``sdpal_jax.metrics``) is computed for each:
 
 * ``resize``: the photo resized to the training size and the map resized
   back (the release's way; loses pixel-level evidence).
-* ``whole``: the photo at its own size in one piece, exact walk.
+* ``whole``: the photo at its own size in one piece, exact (blocked) walk.
 * ``whole_sampled``: the same with the sampled (landmark) walk, the walk
   that keeps the graph affordable at 4096x4096 (``--num_landmarks``).
 * ``tiles``: overlapping ``--tile_size`` tiles at native resolution,
@@ -41,7 +41,9 @@ def build_predictors(args) -> dict[str, Predictor]:
   big = 1 << 30  # a tile size no photo reaches: the whole photo in one piece
   return {
     "resize": Predictor.from_checkpoint(args.checkpoint),
-    "whole": Predictor.from_checkpoint(args.checkpoint, full_resolution=True, tile_size=big),
+    "whole": Predictor.from_checkpoint(
+      args.checkpoint, full_resolution=True, tile_size=big, walk_method="blocked"
+    ),
     "whole_sampled": Predictor.from_checkpoint(
       args.checkpoint,
       full_resolution=True,
