@@ -90,7 +90,7 @@ class Predictor:
   model_config: ml_collections.ConfigDict
   preprocess_config: ml_collections.ConfigDict
   full_resolution: bool = False
-  tile_size: int = 1024
+  tile_size: int = 2048
   tile_overlap: int | None = None  # None: tile_size // 8
 
   @classmethod
@@ -99,7 +99,7 @@ class Predictor:
     path: str,
     *,
     full_resolution: bool = False,
-    tile_size: int = 1024,
+    tile_size: int = 2048,
     tile_overlap: int | None = None,
     **model_overrides,
   ) -> Predictor:

@@ -148,7 +148,7 @@ flags.DEFINE_bool(
 )
 flags.DEFINE_integer(
   "tile_size",
-  1024,
+  2048,
   "With --full_resolution: photos larger than this are predicted in tiles (0: never).",
 )
 flags.DEFINE_integer(
