@@ -7,9 +7,9 @@ random walk, DPAL, U-Net decoder) at a size a laptop CPU trains in minutes.
 
 Width: ``base_channels=32`` halves every backbone width (2.5x faster steps
 than 64 on the 2-core CPU at the same F1 after the same time). Measured on
-the 2-core CPU with nothing else running: 2400 steps train in 12.1 minutes
-(0.28 s/step plus validation), then evaluation and one prediction take under
-half a minute; test pixel F1 0.35 / AUC 0.83 (dataset protocol). 600 steps
+the 2-core CPU with nothing else running: tools/quickstart.sh takes 12.0
+minutes end to end (2400 steps at ~0.28 s/step plus validation, then
+evaluation and one prediction); test pixel F1 0.35 / AUC 0.83 (dataset protocol). 600 steps
 (3.7 minutes) reach F1 0.28 / AUC 0.79: the F1 still rises between 1200 and
 2400 steps. The issue's target F1 0.6 is not reached; see the README.
 """

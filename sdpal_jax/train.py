@@ -26,6 +26,7 @@ import optax
 import orbax.checkpoint as ocp
 from absl import app, flags, logging
 from clu import metric_writers, periodic_actions
+from clu import metrics as clu_metrics
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from sdpal_jax import checkpoint as checkpoint_lib
@@ -34,6 +35,13 @@ from sdpal_jax.errors import ConfigError, SdpalError
 from sdpal_jax.models import build_model, init_model
 
 TRAIN_ITEM = "train_state"
+
+
+# Training-loop metrics, averaged over the steps between two log lines.
+TrainMetrics = clu_metrics.Collection.create(
+  loss=clu_metrics.Average.from_output("loss"),
+  grad_norm=clu_metrics.Average.from_output("grad_norm"),
+)
 
 
 # --- pure pieces -----------------------------------------------------------------------------
@@ -340,21 +348,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       hooks.append(periodic_actions.Profile(num_profile_steps=config.profile_steps, logdir=workdir))
   preemption = _Preemption()
   eval_metrics: dict[str, Any] = {}
-  losses = []
+  pending = []  # per-step metrics still on the devices, read at the next log step
   logged_losses = []
   step = start
   while step < total:
     batch = input_pipeline.shard_batch(next(batches), data_sharding)
     state, step_metrics = step_fn(state, batch, walk_key)
     step += 1
-    losses.append(step_metrics["loss"])
+    pending.append(step_metrics)
     for hook in hooks:
       hook(step)
     if step % config.log_every_steps == 0 or step == total:
-      mean_loss = float(np.mean(_to_host(losses)))
-      writer.write_scalars(step, {"train_loss": mean_loss})
-      logged_losses.append(mean_loss)
-      losses = []
+      host = _to_host(pending)
+      averaged = TrainMetrics.single_from_model_output(
+        loss=np.asarray([m["loss"] for m in host]),
+        grad_norm=np.asarray([m["grad_norm"] for m in host]),
+      ).compute()
+      scalars = {f"train_{name}": float(value) for name, value in averaged.items()}
+      writer.write_scalars(step, scalars)
+      logged_losses.append(scalars["train_loss"])
+      pending = []
     if step % config.eval_every_steps == 0 or step == total:
       eval_metrics = evaluate(
         model,

@@ -153,3 +153,11 @@ def test_config_json_records_model_and_preprocessing(uninterrupted):
   raw = json.loads((workdir / "config.json").read_text())
   assert raw["preprocess"]["image_size"] == [64, 64]
   assert raw["model"]["feature_channels"] == 32
+
+
+def test_logged_training_metrics_are_clu_averages_over_the_logged_steps():
+  averaged = train.TrainMetrics.single_from_model_output(
+    loss=np.asarray([1.0, 2.0, 6.0]), grad_norm=np.asarray([0.5, 0.5, 2.0])
+  ).compute()
+  np.testing.assert_allclose(float(averaged["loss"]), 3.0)
+  np.testing.assert_allclose(float(averaged["grad_norm"]), 1.0)
