@@ -62,29 +62,26 @@ def build_predictors(args) -> dict[str, Predictor]:
 
 def evaluate(args) -> dict[str, dict[str, float]]:
   predictors = build_predictors(args)
-  tables = {mode: metrics.ExactScoreTable() for mode in MODES}
-  counts = {mode: metrics.ConfusionCounts() for mode in MODES}
+  accumulators = {mode: metrics.DatasetMetrics() for mode in MODES}
   seconds = dict.fromkeys(MODES, 0.0)
-  source = open_source(args.dataset)
   count = 0
-  for item in source:
+  for item in open_source(args.dataset):
     if args.max_examples and count >= args.max_examples:
       break
     image = np.asarray(item["image"])
-    labels = np.asarray(item["mask"]).reshape(image.shape[:2]) > 0
+    mask = np.asarray(item["mask"]).reshape(image.shape[:2])
     for mode, predictor in predictors.items():
       start = time.perf_counter()
       prob = predictor.predict_image(image)
       seconds[mode] += time.perf_counter() - start
-      tables[mode].update(prob.ravel(), labels.ravel())
-      counts[mode] += metrics.ConfusionCounts.from_maps(prob, labels)
+      accumulators[mode].update(prob, mask)
     count += 1
   results = {}
-  for mode in MODES:
-    _, positives, negatives = tables[mode].counts()
+  for mode, accumulator in accumulators.items():
+    scores = accumulator.result()
     results[mode] = {
-      "pixel_f1": metrics.release_scores(counts[mode], warn=False)["pixel_f1"],
-      "pixel_auc": metrics.auc_from_counts(positives, negatives),
+      "pixel_f1": scores["pixel_f1"],
+      "pixel_auc": scores["pixel_auc"],
       "seconds_per_image": seconds[mode] / max(count, 1),
       "images": count,
     }

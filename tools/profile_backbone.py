@@ -58,13 +58,26 @@ def profile_jax(images: np.ndarray, dtype: str, output_stride: int) -> tuple[flo
   import jax  # noqa: PLC0415
   import jax.numpy as jnp  # noqa: PLC0415
 
+  from sdpal_jax import model_config  # noqa: PLC0415
+  from sdpal_jax.models import build_model  # noqa: PLC0415
   from sdpal_jax.models.resnet import ResNet  # noqa: PLC0415
   from sdpal_jax.models.sdpal import MOPC  # noqa: PLC0415
 
-  bn = {"momentum": 0.9, "epsilon": 1e-5, "axis_name": None}
-  compute = jnp.dtype(dtype)
-  backbone = ResNet(101, True, 64, 64, output_stride, True, bn=bn, dtype=compute)
-  part = MOPC(backbone, 512, bn=bn, dtype=compute)
+  c = model_config.release_model_config()
+  c.output_stride = output_stride
+  c.dtype = dtype
+  net = build_model(c)  # the release's network; only its MOPC part is timed here
+  kw = {"bn": dict(net.bn), "dtype": net.dtype}
+  backbone = ResNet(
+    net.backbone_depth,
+    net.deep_stem,
+    net.stem_channels,
+    net.base_channels,
+    net.output_stride,
+    net.contract_dilation,
+    **kw,
+  )
+  part = MOPC(backbone, net.feature_channels, **kw)
   x = jnp.asarray(images)
   variables = part.init(jax.random.key(0), x, train=False)
 
