@@ -5,7 +5,7 @@ Two training pipelines, both ``tf.data`` with the augmentations of
 global batch:
 
 - ``pipeline="memory"`` (default) holds the split in host memory (resized to
-  the training size, or at native size for the ``random_crop`` policy). The
+  ``preprocess.image_size``, or at native size for the ``random_crop`` policy). The
   examples of step ``k`` and their augmentations are a pure function of
   ``(seed, k)`` (a stateless permutation per epoch), so a run resumed at step
   ``k`` sees exactly the batches an uninterrupted run sees.
@@ -14,6 +14,11 @@ global batch:
   (``tfds.even_splits``), shuffles with a buffer and repeats. A resumed run
   re-seeds the shuffle with the start step: statistically equivalent to, not
   bit-identical with, an uninterrupted run.
+
+Both bring examples to the training size the same way: the ``resize`` policy
+resizes photo and mask to ``preprocess.image_size`` (:func:`resize_example`),
+then, with ``data.crop_size``, a random crop of that size is taken
+(``random_crop`` policy: from the photo at its own size).
 
 Evaluation batches never drop an example: the last batch is padded and
 flagged by ``valid``.
@@ -87,6 +92,17 @@ def _spec(data_config, split: str) -> str:
   return dataset if os.path.isdir(dataset) else f"{dataset}:{split}"
 
 
+def resize_example(
+  image: np.ndarray, mask: np.ndarray, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+  """The ``resize`` policy for both pipelines: photo and mask to ``size`` (H, W) as the release.
+
+  PIL bilinear for the photo, bilinear then ``> 128`` for the mask
+  (``sdpal_jax.preprocessing``); a crop to ``data.crop_size`` comes after.
+  """
+  return preprocessing.resize_image(image, size), preprocessing.resize_mask(mask, size)
+
+
 def load_split(
   data_config, split: str, image_size, *, native: bool = False
 ) -> tuple[np.ndarray | list[np.ndarray], np.ndarray | list[np.ndarray], list[tuple[str, str]]]:
@@ -102,8 +118,7 @@ def load_split(
   for example in source:
     image, mask = example["image"], example["mask"]
     if not native:
-      image = preprocessing.resize_image(image, image_size)
-      mask = preprocessing.resize_mask(mask, image_size)
+      image, mask = resize_example(image, mask, image_size)
     images.append(image)
     masks.append(mask)
     if data_config.max_examples and len(images) >= data_config.max_examples:
@@ -232,10 +247,13 @@ def stream_train_dataset(
 ) -> tf.data.Dataset:
   """Endless per-process uint8 batches decoded on the fly (see the module doc).
 
-  ``resize_to``: the size the ``resize`` policy brings images to before any
-  crop (default ``image_size``, the batch size).
+  ``image_size``: the size of the yielded examples (``data.crop_size`` when
+  set). ``resize_to``: the size the ``resize`` policy brings every photo and
+  mask to before the random crop to ``image_size`` (default ``image_size``,
+  i.e. no crop), as ``load_split`` does for the memory pipeline; both use
+  :func:`resize_example`.
   """
-  resize_to = tuple(resize_to or image_size)
+  resize_to = tuple(int(s) for s in (resize_to or image_size))
   process_index, process_count, local = _process_share(
     global_batch_size, process_index, process_count
   )
@@ -275,14 +293,14 @@ def stream_train_dataset(
   needs_resize = data_config.resize_policy == "resize"
 
   def resize(image, mask):
-    return preprocessing.resize_image(image, image_size), preprocessing.resize_mask(
-      mask, image_size
-    )
+    return resize_example(image, mask, resize_to)
 
   def example(index, e):
     image, mask = e["image"], e["mask"]
-    if needs_resize:
+    if needs_resize:  # as load_split; the crop to ``image_size`` follows in _fit_to_size
       image, mask = tf.numpy_function(resize, [image, mask], (tf.uint8, tf.uint8), stateful=False)
+      image = tf.ensure_shape(image, [*resize_to, 3])
+      mask = tf.ensure_shape(mask, list(resize_to))
     example_seed = _example_seed(shuffle_seed, index * process_count + process_index)
     fit_seed, aug_seed = tf.unstack(tf.random.experimental.stateless_split(example_seed, 2))
     image, mask = _fit_to_size(image, mask, fit_seed, image_size, data_config)

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from sdpal_jax import augment, input_pipeline
+from sdpal_jax import augment, input_pipeline, preprocessing
 from sdpal_jax.errors import ConfigError
 
 
@@ -208,3 +208,79 @@ def test_memory_batches_shard_over_eight_devices_by_process_local_rows():
   )
   assert result.returncode == 0, result.stderr[-3000:]
   assert "OK" in result.stdout
+
+
+def _write_derivable_folder(root, n=4, size=(40, 48)):
+  """Tp/Gt pairs whose mask is the image's red channel > 128, plus one unreadable photo."""
+  os.makedirs(root / "Tp")
+  os.makedirs(root / "Gt")
+  rng = np.random.default_rng(11)
+  sources = {}
+  for i in range(n):
+    image = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+    image[0, 0] = (i, 0, 0)  # no two files share a pixel pattern
+    Image.fromarray(image).save(root / "Tp" / f"im{i}.png")
+    Image.fromarray(((image[..., 0] > 128) * 255).astype(np.uint8)).save(root / "Gt" / f"im{i}.png")
+    sources[f"im{i}"] = image
+  (root / "Tp" / "broken.png").write_bytes(b"not a png")
+  Image.fromarray(np.zeros(size, np.uint8)).save(root / "Gt" / "broken.png")
+  return sources
+
+
+def _find_window(crop, images):
+  """(name, top, left) of the only place ``crop`` occurs in ``images``, or None."""
+  found = []
+  for name, image in images.items():
+    windows = np.lib.stride_tricks.sliding_window_view(image, crop.shape)[..., 0, :, :, :]
+    hits = np.argwhere(np.all(windows == crop, axis=(-3, -2, -1)))
+    found += [(name, int(top), int(left)) for top, left in hits]
+  return found[0] if len(found) == 1 else None
+
+
+def _stream_examples(root, *, image_size, crop_size, seed, steps=4, resize_policy="resize"):
+  c = input_pipeline.default_data_config()
+  c.dataset = str(root)
+  c.pipeline = "stream"
+  c.resize_policy = resize_policy
+  c.crop_size = crop_size
+  c.shuffle_buffer = 8
+  c.augment.hflip = False
+  batches = input_pipeline.train_batches(
+    c, image_size=image_size, global_batch_size=4, seed=seed, normalization="raw"
+  )
+  examples = []
+  for _, batch in zip(range(steps), batches, strict=False):
+    examples += list(zip(batch["image"].astype(np.uint8), batch["mask"], strict=True))
+  return examples
+
+
+@pytest.mark.parametrize("image_size", [(40, 48), (32, 36)])
+def test_stream_pipeline_resizes_to_the_image_size_then_random_crops(tmp_path, image_size, caplog):
+  """With a crop size the stream pipeline resizes to preprocess.image_size (as load_split does)
+  and then takes a random crop: each crop is a window of the resized photo, its mask the same
+  window of the resized mask, and the window moves between steps and seeds."""
+  sources = _write_derivable_folder(tmp_path)
+  resized = {k: preprocessing.resize_image(v, image_size) for k, v in sources.items()}
+  masks = {
+    k: preprocessing.resize_mask((v[..., 0] > 128).astype(np.uint8), image_size)
+    for k, v in sources.items()
+  }
+  caplog.set_level("WARNING")
+  windows = []
+  for seed in (0, 1):
+    for image, mask in _stream_examples(
+      tmp_path, image_size=image_size, crop_size=(16, 16), seed=seed
+    ):
+      assert image.shape == (16, 16, 3) and mask.shape == (16, 16)
+      where = _find_window(image, resized)
+      assert where is not None, "the crop is not a window of the photo at preprocess.image_size"
+      name, top, left = where
+      np.testing.assert_array_equal(mask, masks[name][top : top + 16, left : left + 16])
+      if tuple(image_size) == sources[name].shape[:2]:  # no resampling: mask = red > 128
+        np.testing.assert_array_equal(mask, image[..., 0] > 128)
+      windows.append((seed, name, top, left))
+  assert len({(top, left) for _, _, top, left in windows}) > 4  # the crop moves
+  per_seed = [[w[1:] for w in windows if w[0] == s] for s in (0, 1)]
+  assert per_seed[0] != per_seed[1]
+  assert "broken" not in {w[1] for w in windows}
+  assert any("broken.png" in r.getMessage() for r in caplog.records), "the broken file is not named"
