@@ -1,20 +1,3 @@
-"""SDPAL on CASIA v2 as in the paper's Table 1 (the release's setup, paper_common.py).
+"""Kept so that `--config configs/casia_v2.py` works from a clone: the config is sdpal_jax.configs.casia_v2."""
 
-Splits: the ``casia_v2`` builder's ``train``/``validation``; to use the
-release's exact 11,294 / 1,255 split, build ``casia_v2/release_split`` from the
-release's ``.lst`` files (see the builder's docstring) and run with
-``--config.data.dataset=casia_v2/release_split``.
-Variants: ``configs/casia_v2.py:gpu``, ``:tpu``, ``:bf16`` (see paper_common.py).
-"""
-
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-from paper_common import paper_config, parse_variants  # noqa: E402
-
-
-def get_config(arg=None):
-  return paper_config(
-    dataset="casia_v2", num_train_examples=11_294, epochs=100, variants=parse_variants(arg)
-  )
+from sdpal_jax.configs.casia_v2 import get_config  # noqa: F401

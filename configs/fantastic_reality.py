@@ -1,18 +1,3 @@
-"""SDPAL on FantasticReality (Kniaz et al., NeurIPS 2019) with the release's setup.
+"""Kept so that `--config configs/fantastic_reality.py` works from a clone: the config is sdpal_jax.configs.fantastic_reality."""
 
-Splits: the ``fantastic_reality`` builder's ``train``/``validation`` (the
-release's ``FantasticReality_{train,valid}.lst`` are not published).
-Variants: ``:gpu``, ``:tpu``, ``:bf16`` (see paper_common.py).
-"""
-
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-from paper_common import paper_config, parse_variants  # noqa: E402
-
-
-def get_config(arg=None):
-  return paper_config(
-    dataset="fantastic_reality", num_train_examples=16_000, epochs=50, variants=parse_variants(arg)
-  )
+from sdpal_jax.configs.fantastic_reality import get_config  # noqa: F401

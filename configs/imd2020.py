@@ -1,18 +1,3 @@
-"""SDPAL on IMD2020 (Novozamsky et al., WACV-W 2020) with the release's setup.
+"""Kept so that `--config configs/imd2020.py` works from a clone: the config is sdpal_jax.configs.imd2020."""
 
-The release trains on the tampered images only (``IMD2020_tamp_*.lst``); the
-``imd2020`` builder's ``train``/``validation`` splits hold the manipulated
-images with their masks. Variants: ``:gpu``, ``:tpu``, ``:bf16``.
-"""
-
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-from paper_common import paper_config, parse_variants  # noqa: E402
-
-
-def get_config(arg=None):
-  return paper_config(
-    dataset="imd2020", num_train_examples=1_800, epochs=200, variants=parse_variants(arg)
-  )
+from sdpal_jax.configs.imd2020 import get_config  # noqa: F401

@@ -1,28 +1,3 @@
-"""SDPAL on one TampCOCO subset (Kwon et al., CAT-Net, IJCV 2022) with the release's setup.
+"""Kept so that `--config configs/tampcoco.py` works from a clone: the config is sdpal_jax.configs.tampcoco."""
 
-The config argument names the subset and variants: ``configs/tampcoco.py:sp``
-(splicing), ``:cm`` (copy-move), ``:bcm`` (blurred copy-move), ``:bcmc``
-(blurred copy-move, compressed), e.g. ``configs/tampcoco.py:sp,tpu``. The
-default subset is ``sp``.
-"""
-
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-from paper_common import paper_config, parse_variants  # noqa: E402
-
-SUBSETS = ("sp", "cm", "bcm", "bcmc")
-
-
-def get_config(arg=None):
-  parts = parse_variants(arg, allowed_extra=SUBSETS)
-  subsets = [p for p in parts if p in SUBSETS] or ["sp"]
-  if len(subsets) > 1:
-    raise ValueError(f"name one TampCOCO subset, got {subsets}.")
-  return paper_config(
-    dataset=f"tampcoco/{subsets[0]}",
-    num_train_examples=180_000,
-    epochs=5,
-    variants=[p for p in parts if p not in SUBSETS],
-  )
+from sdpal_jax.configs.tampcoco import get_config  # noqa: F401

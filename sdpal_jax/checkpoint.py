@@ -1,4 +1,4 @@
-"""Checkpoint directories that ``predict``, ``evaluate`` and ``train`` share.
+"""Checkpoint directories: their layout, saving, restoring and resuming, in one place.
 
 Layout of a directory ``DIR`` (a training workdir or a converted checkpoint)::
 
@@ -6,11 +6,17 @@ Layout of a directory ``DIR`` (a training workdir or a converted checkpoint)::
                            model_config.default_model_config) and "preprocess".
   DIR/checkpoints/<step>/  orbax CheckpointManager steps; item "model" holds
                            {"params": ..., "batch_stats": ...}; training adds
-                           its own items (optimizer state etc.) beside it.
-  DIR/best/<step>/         optional, same items: the best step by validation F1.
+                           item "train_state" = {"opt_state": ..., "step": ...}.
+  DIR/best/<step>/         training only: item "model" of the step with the
+                           best validation metric (``config.best_metric``); the
+                           metric values are orbax's own step metadata.
 
-``load_inference_checkpoint`` prefers ``best/`` and falls back to the latest
-step in ``checkpoints/``. Orbax writes each step to a temporary folder and
+``load_inference_checkpoint`` reads ``best/`` when it exists, else the latest
+step in ``checkpoints/`` (or the step asked for). A training run
+(``TrainingCheckpoints``) starts from, in this order: the latest step in
+``checkpoints/`` (resume, optimiser state included), else the converted
+ImageNet backbone named by ``config.init_from`` (new layers random), else a
+random initialisation. Orbax writes each step to a temporary folder and
 renames it when complete, so an interrupted save never leaves a step that
 looks finished.
 """
@@ -19,9 +25,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from typing import Any
 
+import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
@@ -32,6 +40,8 @@ CONFIG_FILE = "config.json"
 LATEST_DIR = "checkpoints"
 BEST_DIR = "best"
 MODEL_ITEM = "model"
+TRAIN_ITEM = "train_state"
+BACKBONE_ITEM = "backbone"
 
 
 @dataclasses.dataclass
@@ -108,11 +118,151 @@ def read_config(directory: str) -> ml_collections.ConfigDict:
 
 
 def checkpoint_manager(
-  directory: str, *, max_to_keep: int | None = 3, item_names=(MODEL_ITEM,)
+  directory: str,
+  *,
+  max_to_keep: int | None = 3,
+  item_names=(MODEL_ITEM,),
+  best_metric: str | None = None,
 ) -> ocp.CheckpointManager:
-  """An orbax CheckpointManager over ``directory`` (absolute path)."""
-  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+  """An orbax CheckpointManager over ``directory``; with ``best_metric`` it keeps the highest."""
+  options = ocp.CheckpointManagerOptions(
+    max_to_keep=max_to_keep,
+    create=True,
+    best_fn=(lambda metrics: float(metrics[best_metric])) if best_metric else None,
+    best_mode="max",
+    keep_checkpoints_without_metrics=best_metric is None,
+  )
   return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_names=item_names)
+
+
+def resolve_backbone(path: str) -> str:
+  """The orbax PyTree that ``init_from`` names: ``DIR/backbone`` (the converter's output) or DIR.
+
+  Raises a ``CheckpointError`` naming the path when neither holds a converted
+  backbone, so a training run stops before any data is read.
+  """
+  path = os.path.abspath(os.path.expanduser(path))
+  for candidate in (os.path.join(path, BACKBONE_ITEM), path):
+    if os.path.isdir(candidate) and (
+      os.path.exists(os.path.join(candidate, "_METADATA"))
+      or os.path.exists(os.path.join(candidate, "_CHECKPOINT_METADATA"))
+    ):
+      return candidate
+  raise CheckpointError(
+    f"init_from={path!r}: no converted backbone there (expected the directory written by "
+    "`sdpal-convert --kind backbone --output_dir DIR`, i.e. DIR or DIR/backbone)."
+  )
+
+
+def _abstract(tree):
+  return jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+class TrainingCheckpoints:
+  """The ``checkpoints/`` (latest few) and ``best/`` managers of a training workdir.
+
+  ``state`` arguments are ``sdpal_jax.train_state.TrainState`` values (any
+  object with ``params``, ``batch_stats``, ``opt_state``, ``step`` and
+  ``replace``).
+  """
+
+  def __init__(self, workdir: str, *, keep: int, best_metric: str):
+    self.workdir = os.path.abspath(workdir)
+    self.best_metric = best_metric
+    self.latest = checkpoint_manager(
+      os.path.join(self.workdir, LATEST_DIR),
+      max_to_keep=keep,
+      item_names=(MODEL_ITEM, TRAIN_ITEM),
+    )
+    self.best = checkpoint_manager(
+      os.path.join(self.workdir, BEST_DIR),
+      max_to_keep=1,
+      item_names=(MODEL_ITEM,),
+      best_metric=best_metric,
+    )
+
+  @staticmethod
+  def _model_item(state) -> dict[str, Any]:
+    return {"params": state.params, "batch_stats": state.batch_stats}
+
+  @staticmethod
+  def _train_item(state) -> dict[str, Any]:
+    return {"opt_state": state.opt_state, "step": state.step}
+
+  def restore_or_initialize(self, state, init_from: str = ""):
+    """``(state, origin)``: the latest step if any, else ``init_from``'s backbone, else ``state``.
+
+    ``origin`` says which: ``"resumed from step N"``, ``"backbone PATH"`` or ``"scratch"``.
+    """
+    step = self.latest.latest_step()
+    if step is not None:
+      restored = self.latest.restore(
+        step,
+        args=ocp.args.Composite(
+          **{
+            MODEL_ITEM: ocp.args.StandardRestore(_abstract(self._model_item(state))),
+            TRAIN_ITEM: ocp.args.StandardRestore(_abstract(self._train_item(state))),
+          }
+        ),
+      )
+      return state.replace(**restored[MODEL_ITEM], **restored[TRAIN_ITEM]), (
+        f"resumed from step {step}"
+      )
+    if init_from:
+      from sdpal_jax import torch_import  # noqa: PLC0415
+
+      path = resolve_backbone(init_from)
+      with ocp.StandardCheckpointer() as checkpointer:
+        backbone = checkpointer.restore(path)
+      variables = torch_import.merge_backbone_variables(self._model_item(state), backbone)
+      return state.replace(
+        params=variables["params"],
+        batch_stats=variables["batch_stats"],
+        opt_state=state.tx.init(variables["params"]),
+      ), f"backbone {path}"
+    return state, "scratch"
+
+  def save(self, step: int, state) -> None:
+    """Saves ``state`` as step ``step`` of ``checkpoints/`` (asynchronously)."""
+    self.latest.save(
+      step,
+      args=ocp.args.Composite(
+        **{
+          MODEL_ITEM: ocp.args.StandardSave(self._model_item(state)),
+          TRAIN_ITEM: ocp.args.StandardSave(self._train_item(state)),
+        }
+      ),
+      force=True,
+    )
+
+  def best_value(self) -> float | None:
+    """The ``best_metric`` of the step kept in ``best/``, or None before the first."""
+    step = self.best.best_step()
+    if step is None:
+      return None
+    metrics = self.best.metrics(step) or {}
+    return float(metrics[self.best_metric]) if self.best_metric in metrics else None
+
+  def save_if_best(self, step: int, state, metrics: dict[str, float]) -> bool:
+    """Writes ``state``'s model to ``best/`` when ``metrics[best_metric]`` beats the kept one."""
+    value = float(metrics[self.best_metric])
+    best = self.best_value()
+    if best is not None and not value > best:
+      return False
+    self.best.save(
+      step,
+      args=ocp.args.Composite(**{MODEL_ITEM: ocp.args.StandardSave(self._model_item(state))}),
+      metrics={self.best_metric: value},
+      force=True,
+    )
+    logging.info("best %s so far: %.4f at step %d", self.best_metric, value, step)
+    return True
+
+  def close(self) -> None:
+    """Waits for pending saves and releases both managers."""
+    for manager in (self.latest, self.best):
+      manager.wait_until_finished()
+      manager.close()
 
 
 def save_inference_checkpoint(
@@ -141,26 +291,45 @@ def save_inference_checkpoint(
   return directory
 
 
-def find_model_steps(directory: str) -> tuple[str, int] | None:
-  """(manager directory, step) to load: the best step if any, else the latest."""
-  for sub in (BEST_DIR, LATEST_DIR):
+def find_model_steps(directory: str, step: int | None = None) -> tuple[str, int] | None:
+  """(manager directory, step) to load: ``step`` where it is saved, else best, else latest."""
+  for sub in (BEST_DIR, LATEST_DIR) if step is None else (LATEST_DIR, BEST_DIR):
     path = os.path.abspath(os.path.join(directory, sub))
     if not os.path.isdir(path):
       continue
     steps = ocp.utils.checkpoint_steps(path)
-    if steps:
+    if step is not None and step in steps:
+      return path, step
+    if step is None and steps:
       return path, max(steps)
   return None
 
 
-def load_inference_checkpoint(directory: str) -> InferenceCheckpoint:
-  """Loads variables and configs from a checkpoint directory (see module doc)."""
+def saved_steps(directory: str) -> list[int]:
+  """Every step saved in ``directory``'s ``checkpoints/`` and ``best/``, ascending."""
+  steps: set[int] = set()
+  for sub in (BEST_DIR, LATEST_DIR):
+    path = os.path.abspath(os.path.join(directory, sub))
+    if os.path.isdir(path):
+      steps.update(ocp.utils.checkpoint_steps(path))
+  return sorted(steps)
+
+
+def load_inference_checkpoint(directory: str, step: int | None = None) -> InferenceCheckpoint:
+  """Loads variables and configs from a checkpoint directory (see module doc).
+
+  ``step``: that saved step instead of best-else-latest.
+  """
   directory = os.fspath(directory)
   if not os.path.isdir(directory):
     raise CheckpointError(f"{directory}: no such checkpoint directory.")
   config = read_config(directory)
-  found = find_model_steps(directory)
+  found = find_model_steps(directory, step)
   if found is None:
+    if step is not None:
+      raise CheckpointError(
+        f"{directory}: no step {step}; saved steps: {saved_steps(directory) or 'none'}."
+      )
     raise CheckpointError(
       f"{directory}: no finished checkpoint step under {BEST_DIR}/ or {LATEST_DIR}/."
     )

@@ -13,8 +13,9 @@ first DIR):
   ``{label: {SPEC: metrics}}``. ``metrics`` holds the selected protocol's
   numbers (``pixel_f1``, ``pixel_auc``, ... fractions in [0, 1], see
   ``sdpal_jax.metrics``; with ``--protocol all`` the ``dataset`` protocol's,
-  and every protocol's under ``"protocols"``), ``"skipped"`` (unreadable
-  items: ``[{"path", "reason"}]``), ``"warnings"``, ``"timing"`` (seconds in
+  and every protocol's under ``"protocols"``), ``"num_scored"`` and
+  ``"num_skipped"`` images, ``"skipped"`` (unreadable items:
+  ``[{"path", "reason"}]``), ``"warnings"``, ``"timing"`` (seconds in
   the model vs in the metrics) and, with ``--perturb``, ``"robustness"``:
   ``{"jpeg:50": metrics, ...}``.
 - ``results.md|csv|tex``: rows = checkpoints, columns = datasets x (AUC, F1),
@@ -22,6 +23,14 @@ first DIR):
 - ``robustness_<kind>.md|csv|tex`` per perturbation kind.
 - with ``--figures``: ``figures/<dataset>_roc.png``, ``<dataset>_pr.png`` and
   ``<label>_<dataset>_examples.png`` (image | ground truth | probability | overlay).
+
+A dataset of which no image could be scored stops the command (exit status
+2, the unreadable files named) and no table is written: a number is only
+printed for a split that was measured. With some images skipped the table's
+column says how many were scored (``casia_v1 (95/100 scored)``).
+
+Every number comes from ``sdpal_jax.evaluator.Evaluator``, the same code that
+picks a training run's ``best/`` checkpoint.
 
 Resolution: ``native`` (default) scores each photo at its own size (the
 predictor resizes its output back); ``release`` resizes photo and mask to the
@@ -31,41 +40,24 @@ checkpoint's ``preprocess.image_size`` first (the SDPAL release scores
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
-import time
-import warnings
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
-
-import numpy as np
-import tqdm
+from typing import Any
 
 from sdpal_jax import metrics as metrics_lib
 from sdpal_jax import perturbations as perturbations_lib
-from sdpal_jax import preprocessing, reporting
+from sdpal_jax import reporting
 from sdpal_jax.errors import ConfigError, SdpalError
+from sdpal_jax.evaluator import (
+  PROTOCOL_CHOICES,
+  RESOLUTIONS,
+  EvaluationError,
+  Evaluator,
+  PredictorLike,
+)
 
-PROTOCOL_CHOICES = ("dataset", "image", "best", "all")
-RESOLUTIONS = ("native", "release")
-
-
-class PredictorLike(Protocol):
-  """What evaluation needs from ``sdpal_jax.inference.Predictor``."""
-
-  preprocess_config: Any
-
-  def predict_probabilities(self, images: np.ndarray) -> np.ndarray:
-    """uint8 ``[B, H, W, 3]`` -> float32 ``[B, H, W]``."""
-
-
-@dataclasses.dataclass
-class _Example:
-  name: str
-  image: np.ndarray
-  mask: np.ndarray
-  tampered: bool
+__all__ = ["EvaluationError", "evaluate_datasets"]
 
 
 def _open_predictor(workdir: str) -> PredictorLike:
@@ -75,16 +67,6 @@ def _open_predictor(workdir: str) -> PredictorLike:
     return Predictor.from_checkpoint(workdir)
   except ImportError as e:
     raise SdpalError(f"cannot load checkpoint {workdir}: a package module is missing ({e}).") from e
-
-
-def _open_source(spec: str) -> Iterable[dict[str, Any]]:
-  try:
-    from sdpal_jax.datasets.sources import open_source  # noqa: PLC0415
-  except ImportError as e:
-    raise SdpalError(
-      f"cannot open dataset {spec!r}: sdpal_jax.datasets.sources is unavailable ({e})."
-    ) from e
-  return open_source(spec)
 
 
 def _unique_labels(labels: list[str]) -> list[str]:
@@ -100,132 +82,6 @@ def _default_label(workdir: Any, index: int) -> str:
   if isinstance(workdir, str):
     return os.path.basename(os.path.normpath(workdir)) or f"model{index}"
   return str(getattr(workdir, "label", f"model{index}"))
-
-
-def _check_item(item: dict[str, Any]) -> str | None:
-  """Why an item cannot be scored, or None."""
-  image, mask = np.asarray(item.get("image")), np.asarray(item.get("mask"))
-  if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-    return f"image is {image.dtype} {image.shape}, expected uint8 [H, W, 3]"
-  if mask.shape != image.shape[:2]:
-    return f"mask shape {mask.shape} differs from image size {image.shape[:2]}"
-  return None
-
-
-class _SpecEvaluation:
-  """Accumulators, timing and bookkeeping for one (checkpoint, dataset, perturbation)."""
-
-  def __init__(self, protocols, histogram_bins, want_curves, num_examples):
-    self.accumulators = {
-      p: metrics_lib.make_accumulator(p, histogram_bins=histogram_bins) for p in protocols
-    }
-    self.curves = None
-    if want_curves:
-      pooled = [a for p, a in self.accumulators.items() if p != "image"]
-      self.curves = (
-        pooled[0] if pooled else metrics_lib.DatasetMetrics(histogram_bins=histogram_bins)
-      )
-      if not pooled:
-        self.accumulators["_curves"] = self.curves
-    self.num_examples = num_examples
-    self.examples: list[dict[str, np.ndarray]] = []
-    self.skipped: list[dict[str, str]] = []
-    self.model_seconds = 0.0
-    self.metrics_seconds = 0.0
-    self.num_scored = 0
-
-  def score(self, predictor: PredictorLike, batch: list[_Example]) -> None:
-    if not batch:
-      return
-    start = time.perf_counter()
-    probs = np.asarray(predictor.predict_probabilities(np.stack([e.image for e in batch])))
-    self.model_seconds += time.perf_counter() - start
-    start = time.perf_counter()
-    for example, prob in zip(batch, probs, strict=True):
-      for accumulator in self.accumulators.values():
-        accumulator.update(prob, example.mask, tampered=example.tampered)
-    self.metrics_seconds += time.perf_counter() - start
-    self.num_scored += len(batch)
-    for example, prob in zip(batch, probs, strict=True):
-      if len(self.examples) < self.num_examples:
-        self.examples.append(
-          {"name": example.name, "image": example.image, "mask": example.mask, "probs": prob}
-        )
-
-  def result(self, primary: str, spec: str) -> dict[str, Any]:
-    with warnings.catch_warnings(record=True) as caught:
-      warnings.simplefilter("always")
-      by_protocol = {p: a.result() for p, a in self.accumulators.items() if not p.startswith("_")}
-    messages = list(dict.fromkeys(str(w.message) for w in caught))
-    for message in messages:
-      warnings.warn(f"{spec}: {message}", metrics_lib.MetricWarning, stacklevel=4)
-    result = dict(by_protocol[primary])
-    if len(by_protocol) > 1:
-      result["protocols"] = by_protocol
-    result["skipped"] = self.skipped
-    result["warnings"] = messages
-    result["timing"] = {
-      "model_seconds": self.model_seconds,
-      "metrics_seconds": self.metrics_seconds,
-      "images": self.num_scored,
-    }
-    return result
-
-
-def _evaluate_one(
-  predictor: PredictorLike,
-  source: Iterable[dict[str, Any]],
-  state: _SpecEvaluation,
-  *,
-  resolution: str,
-  perturbation: perturbations_lib.Perturbation | None,
-  batch_size: int,
-  max_examples: int | None,
-  description: str,
-  progress: bool,
-) -> None:
-  total = None
-  try:
-    total = len(source)  # type: ignore[arg-type]
-  except TypeError:
-    pass
-  if max_examples:
-    total = min(total, max_examples) if total is not None else max_examples
-  release_size = None
-  if resolution == "release":
-    release_size = predictor.preprocess_config.image_size
-    if release_size is None:
-      raise ConfigError(
-        "--resolution=release needs the checkpoint's preprocess.image_size; it is None "
-        "(the model was trained at native resolution): use --resolution=native."
-      )
-  batch: list[_Example] = []
-  seen = 0
-  for item in tqdm.tqdm(source, total=total, desc=description, disable=not progress, leave=False):
-    if max_examples and seen >= max_examples:
-      break
-    seen += 1
-    name = str(item.get("name", f"item{seen}"))
-    problem = _check_item(item)
-    if problem:
-      state.skipped.append({"path": name, "reason": problem})
-      continue
-    image = np.asarray(item["image"])
-    mask = (np.asarray(item["mask"]) > 0).astype(np.uint8)
-    tampered = bool(item.get("tampered", mask.any()))
-    if perturbation is not None:
-      image = perturbation(image, key=name)
-    if release_size is not None:
-      image = preprocessing.resize_image(image, release_size)
-      mask = preprocessing.resize_mask(mask, release_size)
-    if batch and (len(batch) >= batch_size or batch[0].image.shape != image.shape):
-      state.score(predictor, batch)
-      batch = []
-    batch.append(_Example(name, image, mask, tampered))
-  state.score(predictor, batch)
-  state.skipped += [
-    {"path": str(path), "reason": str(reason)} for path, reason in getattr(source, "skipped", [])
-  ]
 
 
 def evaluate_datasets(
@@ -290,6 +146,21 @@ def evaluate_datasets(
   )
   named_specs = [(s, None) if isinstance(s, str) else (str(s[0]), s[1]) for s in specs]
 
+  def evaluator(spec, given_source, perturbation):
+    clean = perturbation is None
+    return Evaluator(
+      spec if given_source is None else (spec, given_source),
+      protocol=protocol,
+      resolution=resolution,
+      perturbation=perturbation,
+      batch_size=batch_size,
+      max_examples=max_examples,
+      histogram_bins=histogram_bins,
+      num_examples=num_examples if clean and figures else 0,
+      want_curves=figures and clean,
+      progress=progress,
+    )
+
   results: dict[str, dict[str, Any]] = {}
   curves: dict[str, dict[str, tuple]] = {}
   grids: list[tuple[str, str, list]] = []
@@ -297,31 +168,15 @@ def evaluate_datasets(
     predictor = _open_predictor(workdir) if isinstance(workdir, str) else workdir
     results[label] = {}
     for spec, given_source in named_specs:
-      runs = [None, *parsed_perturbations]
       per_run = {}
-      for perturbation in runs:
-        source = given_source if given_source is not None else _open_source(spec)
-        clean = perturbation is None
-        state = _SpecEvaluation(
-          protocols, histogram_bins, figures and clean, num_examples if clean else 0
-        )
-        suffix = "" if clean else f" [{perturbation.name}]"
-        _evaluate_one(
-          predictor,
-          source,
-          state,
-          resolution=resolution,
-          perturbation=perturbation,
-          batch_size=batch_size,
-          max_examples=max_examples,
-          description=f"{label} {reporting.dataset_label(spec)}{suffix}",
-          progress=progress,
-        )
-        per_run[perturbation] = state.result(primary, spec + suffix)
-        if clean and figures:
-          curves.setdefault(spec, {})[label] = state.curves.counts()
-          grids.append((label, spec, state.examples))
+      for perturbation in [None, *parsed_perturbations]:
+        runner = evaluator(spec, given_source, perturbation)
+        per_run[perturbation] = runner.run(predictor)
+        if perturbation is None and figures:
+          curves.setdefault(spec, {})[label] = runner.curves.counts()
+          grids.append((label, spec, runner.examples))
         if verbose:
+          suffix = "" if perturbation is None else f" [{perturbation.name}]"
           _log_timing(label, spec + suffix, per_run[perturbation]["timing"])
       metrics = per_run.pop(None)
       if per_run:
@@ -421,7 +276,7 @@ def _file_safe(text: str) -> str:
 # --------------------------------------------------------------------------
 
 
-def _define_flags():
+def _define_flags() -> None:
   from absl import flags  # noqa: PLC0415
 
   flags.DEFINE_list("workdir", None, "Checkpoint directories (training workdirs or converted).")
@@ -439,7 +294,6 @@ def _define_flags():
   flags.DEFINE_integer("max_examples", None, "Score at most this many items per dataset.")
   flags.DEFINE_integer("histogram_bins", 0, "0: exact pooled AUC; N: fixed-memory N-bin histogram.")
   flags.mark_flags_as_required(["workdir", "datasets"])
-  return flags.FLAGS
 
 
 def main(argv: Sequence[str]) -> None:
@@ -451,7 +305,6 @@ def main(argv: Sequence[str]) -> None:
   unexpected = [a for a in extra if a.split(":")[0] not in perturbations_lib.KINDS]
   if unexpected:
     raise SdpalError(f"unexpected arguments {unexpected}; see --help.")
-  logging.getLogger().setLevel(logging.INFO)
   output_dir = flag_values.output_dir or os.path.join(flag_values.workdir[0], "evaluation")
   evaluate_datasets(
     flag_values.workdir,
@@ -472,20 +325,9 @@ def main(argv: Sequence[str]) -> None:
 
 def run_main() -> None:
   """Console entry point (``sdpal-evaluate``)."""
-  import sys  # noqa: PLC0415
+  from sdpal_jax import cli  # noqa: PLC0415
 
-  from absl import app  # noqa: PLC0415
-
-  _define_flags()
-
-  def guarded(argv):
-    try:
-      main(argv)
-    except SdpalError as e:
-      print(f"error: {e}", file=sys.stderr)
-      sys.exit(2)
-
-  app.run(guarded)
+  cli.run(main, _define_flags)
 
 
 if __name__ == "__main__":

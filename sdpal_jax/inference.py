@@ -159,6 +159,11 @@ class Predictor:
 
     return jax.jit(forward)
 
+  def set_variables(self, variables: dict[str, Any]) -> None:
+    """New weights for the same network (training's validation), without recompiling."""
+    self.variables = variables
+    self.__dict__.pop("_replicated_variables", None)
+
   def input_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
     """The (H, W) the network sees for a photo of ``image_size``."""
     if self.full_resolution or self.preprocess_config.image_size is None:

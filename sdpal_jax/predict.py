@@ -20,7 +20,7 @@ import sys
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 from PIL import Image
 
 from sdpal_jax.errors import SdpalError
@@ -139,37 +139,38 @@ def predict_files(
   return summary
 
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("checkpoint", None, "Checkpoint directory (training workdir or converted).")
-flags.DEFINE_string("output_dir", None, "Where to write the maps and summary.json.")
-flags.DEFINE_float("threshold", 0.5, "Probability above which a pixel counts as tampered.")
-flags.DEFINE_bool(
-  "full_resolution", False, "Feed photos at their own size instead of the checkpoint's input size."
-)
-flags.DEFINE_integer(
-  "tile_size",
-  2048,
-  "With --full_resolution: photos larger than this are predicted in tiles (0: never).",
-)
-flags.DEFINE_integer(
-  "tile_overlap", None, "Pixels shared by neighbouring tiles (default tile_size/8)."
-)
-flags.DEFINE_enum(
-  "walk_method",
-  None,
-  ["dense", "blocked", "sampled"],
-  "Override the random-walk method (default: the checkpoint's; 'sampled' with --full_resolution).",
-)
+def _define_flags() -> None:
+  flags.DEFINE_string("checkpoint", None, "Checkpoint directory (training workdir or converted).")
+  flags.DEFINE_string("output_dir", None, "Where to write the maps and summary.json.")
+  flags.DEFINE_float("threshold", 0.5, "Probability above which a pixel counts as tampered.")
+  flags.DEFINE_bool(
+    "full_resolution", False, "Feed photos at their own size instead of the checkpoint's input size."
+  )
+  flags.DEFINE_integer(
+    "tile_size",
+    2048,
+    "With --full_resolution: photos larger than this are predicted in tiles (0: never).",
+  )
+  flags.DEFINE_integer(
+    "tile_overlap", None, "Pixels shared by neighbouring tiles (default tile_size/8)."
+  )
+  flags.DEFINE_enum(
+    "walk_method",
+    None,
+    ["dense", "blocked", "sampled"],
+    "Override the random-walk method (default: the checkpoint's; 'sampled' with --full_resolution).",
+  )
+  flags.mark_flags_as_required(["checkpoint", "output_dir"])
 
 
 def main(argv: Sequence[str]) -> int:
+  FLAGS = flags.FLAGS
   inputs = list(argv[1:])
-  if not FLAGS.checkpoint or not FLAGS.output_dir or not inputs:
-    print(
-      "usage: python -m sdpal_jax.predict --checkpoint DIR --output_dir OUT IMAGE_OR_DIR...",
-      file=sys.stderr,
+  if not inputs:
+    raise SdpalError(
+      "no photo given: python -m sdpal_jax.predict --checkpoint DIR --output_dir OUT "
+      "IMAGE_OR_DIR..."
     )
-    return 2
   from sdpal_jax.inference import Predictor  # noqa: PLC0415
 
   paths, problems = collect_images(inputs)
@@ -179,17 +180,13 @@ def main(argv: Sequence[str]) -> int:
     print("no images to process.", file=sys.stderr)
     return 2
   overrides = {"walk_method": FLAGS.walk_method} if FLAGS.walk_method else {}
-  try:
-    predictor = Predictor.from_checkpoint(
-      FLAGS.checkpoint,
-      full_resolution=FLAGS.full_resolution,
-      tile_size=FLAGS.tile_size,
-      tile_overlap=FLAGS.tile_overlap,
-      **overrides,
-    )
-  except SdpalError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  predictor = Predictor.from_checkpoint(
+    FLAGS.checkpoint,
+    full_resolution=FLAGS.full_resolution,
+    tile_size=FLAGS.tile_size,
+    tile_overlap=FLAGS.tile_overlap,
+    **overrides,
+  )
   summary = predict_files(
     predictor, paths, FLAGS.output_dir, threshold=FLAGS.threshold, already_skipped=problems
   )
@@ -201,7 +198,10 @@ def main(argv: Sequence[str]) -> int:
 
 
 def run_main() -> None:
-  app.run(lambda argv: sys.exit(main(argv)))
+  """Console entry point (``sdpal-predict``)."""
+  from sdpal_jax import cli  # noqa: PLC0415
+
+  cli.run(main, _define_flags)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def build_table(
     specs = []
     for per_spec in results.values():
       specs += [s for s in per_spec if s not in specs]
-  columns = [(dataset_label(spec), title) for spec in specs for _, title in metrics]
+  columns = [(_column_label(results, spec), title) for spec in specs for _, title in metrics]
   values = []
   for per_spec in results.values():
     row = []
@@ -60,6 +60,19 @@ def build_table(
         row.append(None if value is None or _is_nan(value) else float(value))
     values.append(row)
   return Table(list(results), columns, values, corner)
+
+
+def _column_label(results, spec: str) -> str:
+  """The dataset's label, with ``(scored/total scored)`` when some row skipped images."""
+  counts = {
+    (int(m.get("num_scored", 0)), int(m.get("num_skipped", 0)))
+    for per_spec in results.values()
+    if (m := per_spec.get(spec)) and m.get("num_skipped")
+  }
+  if not counts:
+    return dataset_label(spec)
+  notes = ", ".join(f"{scored}/{scored + skipped}" for scored, skipped in sorted(counts))
+  return f"{dataset_label(spec)} ({notes} scored)"
 
 
 def _is_nan(value) -> bool:

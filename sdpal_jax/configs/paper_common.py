@@ -25,20 +25,10 @@ from __future__ import annotations
 import math
 
 import ml_collections
-from common import base_config
+
+from sdpal_jax.configs.common import base_config, evaluation
 
 VARIANTS = ("gpu", "tpu", "bf16")
-
-
-def parse_variants(arg: str | None, allowed_extra: tuple[str, ...] = ()) -> list[str]:
-  """Splits ``"a,b"`` and names any unknown variant."""
-  parts = [p for p in (arg or "").split(",") if p]
-  for part in parts:
-    if part not in VARIANTS + allowed_extra:
-      raise ValueError(
-        f"unknown config variant {part!r}; expected some of {VARIANTS + allowed_extra}."
-      )
-  return parts
 
 
 def paper_config(
@@ -73,6 +63,8 @@ def paper_config(
   steps_per_epoch = math.ceil(num_train_examples / c.global_batch_size)
   c.num_train_steps = epochs * steps_per_epoch
   c.eval_every_steps = steps_per_epoch  # once an epoch, as the release
+  # The release scores validation at its 256x256 input size (main.py validate).
+  c.evals = [evaluation("validation", "", resolution="release")]
   c.checkpoint_every_steps = steps_per_epoch
   c.log_every_steps = 50
   c.init_from = "resnet101_v1c"  # override: a converted backbone (see the module doc)

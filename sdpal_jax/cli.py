@@ -1,0 +1,98 @@
+"""One wrapper for every command-line entry point (train, evaluate, predict, convert).
+
+``run(main, define_flags)`` gives every command the same behaviour, whether
+started as ``python -m sdpal_jax.X`` or as the ``sdpal-X`` console script:
+
+- ``--help`` lists the command's own flags under either name;
+- a bad flag or a user error (``SdpalError``) prints one ``error: ...`` line
+  and exits with status 2; success exits 0 (or the status ``main`` returns);
+- library INFO logging (absl, orbax, TensorFlow) is off unless
+  ``--verbosity`` (``-v``) is given, so the console shows the command's own
+  progress lines.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from sdpal_jax.errors import SdpalError
+
+
+def _resolve_config_argument(argv: list[str]) -> list[str]:
+  """Turns ``--config NAME[:arg]`` (a packaged config) into its file path for ml_collections."""
+  from sdpal_jax import configs  # noqa: PLC0415
+
+  out = list(argv)
+  for i, arg in enumerate(out):
+    if arg.startswith("--config="):
+      out[i] = "--config=" + configs.resolve(arg[len("--config=") :])
+    elif arg == "--config" and i + 1 < len(out):
+      out[i + 1] = configs.resolve(out[i + 1])
+  return out
+
+
+def _fail(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def run(
+  main: Callable[[Sequence[str]], int | None],
+  define_flags: Callable[[], None],
+  *,
+  config_flag: bool = False,
+) -> None:
+  """Defines the flags, parses ``sys.argv`` and runs ``main(argv)``; never returns.
+
+  Args:
+    main: receives the positional arguments (``argv[0]`` is the program).
+    define_flags: defines the command's absl flags (called once, here).
+    config_flag: also define ``--config`` (an ml_collections config file or a
+      packaged config name, with ``--config.field=value`` overrides).
+  """
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO/WARNING lines
+  from absl import app, flags, logging  # noqa: PLC0415
+
+  flag_values = flags.FLAGS
+  before = set(flag_values)
+  define_flags()
+  if config_flag and "config" not in flag_values:
+    from ml_collections import config_flags  # noqa: PLC0415
+
+    config_flags.DEFINE_config_file(
+      "config",
+      None,
+      "Training config: a packaged name (quickstart, tiny, casia_v2, fantastic_reality, "
+      "imd2020, tampcoco) or a path to a .py file, with an optional :argument.",
+      lock_config=True,
+    )
+  # absl's --help lists the flags of the main module (sys.argv[0]): under a console
+  # script that is the script, not the module that defined them.
+  for name in set(flag_values) - before:
+    flag_values.register_flag_by_module(sys.argv[0], flag_values[name])
+
+  def parse(argv: list[str]) -> list[str]:
+    try:
+      if config_flag:
+        argv = _resolve_config_argument(argv)
+      return flag_values(argv)
+    except flags.Error as e:
+      _fail(f"{e} (see --help)")
+    except SdpalError as e:
+      _fail(str(e))
+
+  def guarded(argv: Sequence[str]) -> None:
+    if not flag_values["verbosity"].present:
+      logging.set_verbosity(logging.WARNING)
+      import logging as std_logging  # noqa: PLC0415
+
+      std_logging.getLogger().setLevel(std_logging.WARNING)
+    try:
+      status = main(argv)
+    except SdpalError as e:
+      _fail(str(e))
+    sys.exit(status or 0)
+
+  app.run(guarded, flags_parser=parse)
