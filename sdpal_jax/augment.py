@@ -1,15 +1,21 @@
-"""Training-time augmentations as stateless TensorFlow ops on one example.
+"""Training augmentations and the pixel degradations, as stateless TensorFlow ops.
 
-Every function takes a ``seed`` int32/int64 tensor of shape [2] and is a pure
-function of its inputs and that seed (``tf.random.stateless_*``), so a batch
-is reproducible from ``(config seed, global example index)`` and a resumed
-run sees the same augmented pixels as an uninterrupted one.
+Every random function takes a ``seed`` int32/int64 tensor of shape [2] and is
+a pure function of its inputs and that seed (``tf.random.stateless_*``), so a
+batch is reproducible from ``(config seed, global example index)`` and a
+resumed run sees the same augmented pixels as an uninterrupted one.
 
 Images are uint8 ``[H, W, 3]`` in and out (0..255); masks uint8 ``[H, W]`` in
 {0, 1}. Pixel-changing augmentations (JPEG re-compression, blur, noise) touch
 the image only: they imitate the post-processing of published photos, which
 is what the robustness protocol of IMDL-BenCo (Ma et al., 2024) later tests,
 and leave the tampered region where it was.
+
+``jpeg``, ``gaussian_blur`` and ``gaussian_noise`` are the project's only
+implementation of these degradations: training draws their strengths inside
+``tf.data`` (``augment_example``), and robustness evaluation
+(``sdpal_jax.perturbations``) calls the same ops eagerly with fixed strengths,
+so a model is tested on exactly the degradation it was trained with.
 """
 
 from __future__ import annotations
@@ -82,32 +88,57 @@ def random_resized_crop(
   return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), mask
 
 
+def jpeg(image: tf.Tensor, quality: tf.Tensor | int) -> tf.Tensor:
+  """Encodes and decodes uint8 ``image`` as JPEG at ``quality`` (1..100).
+
+  TensorFlow's libjpeg encoder (``tf.image.adjust_jpeg_quality``): the
+  standard IJG quantisation tables scaled by ``quality``, 4:2:0 chroma
+  subsampling.
+  """
+  return tf.image.adjust_jpeg_quality(image, quality)
+
+
 def jpeg_recompress(image: tf.Tensor, seed: tf.Tensor, quality: tuple[int, int]) -> tf.Tensor:
-  """Encodes and decodes ``image`` as JPEG with a quality drawn from ``quality``."""
+  """``jpeg`` with a quality drawn uniformly from the integers ``quality[0]..quality[1]``."""
   q = tf.random.stateless_uniform(
     [], seed, minval=quality[0], maxval=quality[1] + 1, dtype=tf.int32
   )
-  return tf.image.adjust_jpeg_quality(image, q)
+  return jpeg(image, q)
+
+
+BLUR_TRUNCATE = 3.0  # kernel radius in standard deviations
 
 
 def gaussian_blur(image: tf.Tensor, sigma: tf.Tensor | float) -> tf.Tensor:
-  """Separable Gaussian blur of uint8 ``[H, W, 3]`` with std ``sigma`` pixels (reflect padding)."""
-  radius = 4
-  offsets = tf.range(-radius, radius + 1, dtype=tf.float32)
-  kernel = tf.exp(-0.5 * tf.square(offsets / tf.cast(sigma, tf.float32)))
+  """Gaussian blur of uint8 ``[H, W, C]`` with standard deviation ``sigma`` pixels.
+
+  The kernel is the Gaussian sampled at the integer offsets ``-r..r`` with
+  ``r = floor(3 sigma + 0.5)`` and normalised to sum 1, applied separably
+  (columns, then rows) in float32; the result is rounded to the nearest grey
+  level. Borders are padded by symmetric reflection, ``d c b a | a b c d |
+  d c b a`` (TensorFlow's ``SYMMETRIC``, scipy.ndimage's ``reflect``), so the
+  output equals ``scipy.ndimage.gaussian_filter(image, (sigma, sigma, 0),
+  mode="reflect", truncate=3)`` up to float rounding. ``r`` is capped at the
+  image's shorter side (where the reflection runs out); ``sigma = 0`` returns
+  the image unchanged. ``sigma`` may be a tensor (drawn inside ``tf.data``).
+  """
+  sigma = tf.cast(sigma, tf.float32)
+  shape = tf.shape(image)
+  radius = tf.cast(tf.floor(BLUR_TRUNCATE * sigma + 0.5), tf.int32)
+  radius = tf.minimum(radius, tf.minimum(shape[0], shape[1]))
+  offsets = tf.cast(tf.range(-radius, radius + 1), tf.float32)
+  kernel = tf.exp(-0.5 * tf.square(offsets / tf.maximum(sigma, 1e-6)))
   kernel /= tf.reduce_sum(kernel)
-  x = tf.cast(image, tf.float32)[None]
-  x = tf.pad(x, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
-  channels = 3
-  vertical = tf.tile(tf.reshape(kernel, [-1, 1, 1, 1]), [1, 1, channels, 1])
-  horizontal = tf.tile(tf.reshape(kernel, [1, -1, 1, 1]), [1, 1, channels, 1])
-  x = tf.nn.depthwise_conv2d(x, vertical, [1, 1, 1, 1], "VALID")
-  x = tf.nn.depthwise_conv2d(x, horizontal, [1, 1, 1, 1], "VALID")
-  return tf.cast(tf.clip_by_value(tf.round(x[0]), 0, 255), tf.uint8)
+  x = tf.transpose(tf.cast(image, tf.float32), [2, 0, 1])[..., None]  # channels as a batch
+  x = tf.pad(x, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="SYMMETRIC")
+  x = tf.nn.conv2d(x, tf.reshape(kernel, [-1, 1, 1, 1]), 1, "VALID")
+  x = tf.nn.conv2d(x, tf.reshape(kernel, [1, -1, 1, 1]), 1, "VALID")
+  x = tf.transpose(x[..., 0], [1, 2, 0])
+  return tf.reshape(tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8), shape)
 
 
-def gaussian_noise(image: tf.Tensor, seed: tf.Tensor, std: float) -> tf.Tensor:
-  """Adds N(0, std^2) noise (0..255 units) and rounds back to uint8."""
+def gaussian_noise(image: tf.Tensor, seed: tf.Tensor, std: tf.Tensor | float) -> tf.Tensor:
+  """Adds N(0, std^2) noise (0..255 units, drawn from ``seed``), rounds and clips to uint8."""
   noise = tf.random.stateless_normal(tf.shape(image), seed, stddev=std)
   return tf.cast(tf.clip_by_value(tf.round(tf.cast(image, tf.float32) + noise), 0, 255), tf.uint8)
 

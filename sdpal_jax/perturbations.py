@@ -6,17 +6,24 @@ one of Gaussian blur, Gaussian noise or JPEG compression at a list of
 strengths and re-evaluates; the ground-truth mask is left untouched. We follow
 it with explicit parameters (IMDL-BenCo passes albumentations' parameters):
 
-- ``jpeg:Q`` — re-encode with PIL at quality Q (IMDL-BenCo draws the quality
-  from [Q-1, Q]; we use exactly Q so runs are reproducible).
+- ``jpeg:Q`` — re-encode at quality Q (IMDL-BenCo draws the quality from
+  [Q-1, Q]; we use exactly Q so runs are reproducible).
 - ``blur:SIGMA`` — Gaussian blur with standard deviation SIGMA pixels.
   IMDL-BenCo's parameter is the kernel size k, for which OpenCV picks
   sigma = 0.3 * ((k - 1) / 2 - 1) + 0.8 (k = 3, 7, 11, 15 -> 0.8, 1.4, 2.0, 2.6).
 - ``noise:STD`` — additive Gaussian noise of standard deviation STD in 0..255
   units, then rounding and clipping. IMDL-BenCo's parameter is the variance
-  (``var_limit``), i.e. STD**2. The noise is seeded per image so that a rerun
-  gives the same numbers.
+  (``var_limit``), i.e. STD**2. The noise is seeded per image (from its key,
+  e.g. the file name) so that a rerun gives the same numbers.
 - ``resize:SCALE`` — bilinear downscale by SCALE then back up to the original
   size (common in social-network robustness studies; not in IMDL-BenCo).
+
+JPEG, blur and noise are the training augmentations' own ops
+(``sdpal_jax.augment.jpeg`` / ``gaussian_blur`` / ``gaussian_noise``: libjpeg
+at quality Q with 4:2:0 subsampling; a sampled Gaussian kernel of radius
+``floor(3 sigma + 0.5)`` with symmetric-reflection borders), run eagerly here,
+so ``blur:1`` in an evaluation is pixel for pixel the blur a training run with
+sigma 1 applied. TensorFlow is imported on first use, not with this module.
 
 Every function maps uint8 ``[H, W, 3]`` to uint8 ``[H, W, 3]`` of the same size.
 """
@@ -24,45 +31,54 @@ Every function maps uint8 ``[H, W, 3]`` to uint8 ``[H, W, 3]`` of the same size.
 from __future__ import annotations
 
 import dataclasses
-import io
 import zlib
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
 from sdpal_jax.errors import ConfigError
 
 
+def _eager(op, image: np.ndarray, *args) -> np.ndarray:
+  """Runs an ``sdpal_jax.augment`` op on a NumPy photo (TensorFlow, eagerly)."""
+  import tensorflow as tf  # noqa: PLC0415
+
+  return op(tf.convert_to_tensor(np.asarray(image, np.uint8)), *args).numpy()
+
+
 def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
-  """Re-encodes ``image`` as JPEG at ``quality`` (1..100, PIL, 4:2:0 subsampling)."""
+  """Re-encodes ``image`` as JPEG at ``quality`` (1..100; ``augment.jpeg``)."""
+  from sdpal_jax import augment  # noqa: PLC0415
+
   quality = int(quality)
   if not 1 <= quality <= 100:
     raise ConfigError(f"jpeg quality {quality} is outside 1..100.")
-  buffer = io.BytesIO()
-  Image.fromarray(np.asarray(image, np.uint8)).save(buffer, format="JPEG", quality=quality)
-  buffer.seek(0)
-  with Image.open(buffer) as decoded:
-    return np.asarray(decoded.convert("RGB"))
+  return _eager(augment.jpeg, image, quality)
 
 
 def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
-  """Gaussian blur with standard deviation ``sigma`` pixels (PIL's GaussianBlur radius = sigma)."""
+  """Gaussian blur with standard deviation ``sigma`` pixels (``augment.gaussian_blur``)."""
+  from sdpal_jax import augment  # noqa: PLC0415
+
   if sigma < 0:
     raise ConfigError(f"blur sigma {sigma} is negative.")
   if sigma == 0:
     return np.asarray(image, np.uint8)
-  return np.asarray(
-    Image.fromarray(np.asarray(image, np.uint8)).filter(ImageFilter.GaussianBlur(sigma))
-  )
+  return _eager(augment.gaussian_blur, image, float(sigma))
+
+
+def noise_seed(seed: int) -> np.ndarray:
+  """The ``augment`` stateless seed ``[seed, 0]`` (int64) behind ``gaussian_noise(..., seed)``."""
+  return np.array([int(seed), 0], np.int64)
 
 
 def gaussian_noise(image: np.ndarray, std: float, seed: int = 0) -> np.ndarray:
-  """Adds N(0, std^2) noise (0..255 units), rounds and clips to uint8."""
+  """Adds N(0, std^2) noise (0..255 units), rounds and clips (``augment.gaussian_noise``)."""
+  from sdpal_jax import augment  # noqa: PLC0415
+
   if std < 0:
     raise ConfigError(f"noise std {std} is negative.")
-  rng = np.random.default_rng(seed)
-  noisy = np.asarray(image, np.float32) + rng.normal(0.0, std, np.shape(image)).astype(np.float32)
-  return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+  return _eager(augment.gaussian_noise, image, noise_seed(seed), float(std))
 
 
 def resize(image: np.ndarray, scale: float) -> np.ndarray:
