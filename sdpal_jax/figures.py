@@ -2,22 +2,30 @@
 
 Curves come from the per-value count tables of ``sdpal_jax.metrics`` (every
 pixel of the split, no subsampling). Everything renders with matplotlib's Agg
-backend, so no display is needed.
+backend, so no display is needed. matplotlib is imported by the plotting
+functions, not with the module: ``overlay`` (the red tint that ``predict``
+writes and the grid shows) needs only NumPy.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from sdpal_jax import metrics  # noqa: E402
+from sdpal_jax import metrics
 
 _MAX_CURVE_POINTS = 2000  # enough for a smooth line; keeps the PNG fast with 10^6 distinct values
+
+
+def _pyplot():
+  """matplotlib.pyplot on the Agg backend, imported on first use."""
+  import matplotlib  # noqa: PLC0415
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+
+  return plt
 
 
 def _thin(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -41,6 +49,7 @@ def plot_curves(
       ``ExactScoreTable.counts()`` / an accumulator's ``counts()``.
     roc_path / pr_path: output PNG files.
   """
+  plt = _pyplot()
   fig_roc, ax_roc = plt.subplots(figsize=(4.5, 4.5))
   fig_pr, ax_pr = plt.subplots(figsize=(4.5, 4.5))
   for label, (values, positives, negatives) in counts_by_label.items():
@@ -65,7 +74,12 @@ def plot_curves(
 
 
 def overlay(image: np.ndarray, probs: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-  """uint8 ``[H, W, 3]`` photo with the ``[H, W]`` probability map blended in red."""
+  """uint8 ``[H, W, 3]`` photo tinted red in proportion to ``probs`` ``[H, W]`` (clipped to [0, 1]).
+
+  Each pixel moves ``alpha * p`` of the way to pure red (255, 0, 0). The one
+  overlay of the project: ``predict``'s ``STEM_overlay.png`` and the last
+  column of ``plot_qualitative_grid``.
+  """
   red = np.zeros_like(image, dtype=np.float32)
   red[..., 0] = 255.0
   weight = alpha * np.clip(probs, 0, 1)[..., None]
@@ -80,6 +94,7 @@ def plot_qualitative_grid(
   Each example has ``image`` uint8 ``[H, W, 3]``, ``mask`` ``[H, W]`` {0,1},
   ``probs`` float ``[H, W]`` and optionally ``name``.
   """
+  plt = _pyplot()
   rows = max(1, len(examples))
   fig, axes = plt.subplots(rows, 4, figsize=(10, 2.6 * rows), squeeze=False)
   for ax, heading in zip(axes[0], ("image", "ground truth", "probability", "overlay"), strict=True):

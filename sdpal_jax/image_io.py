@@ -27,6 +27,38 @@ from sdpal_jax.errors import ImageReadError
 
 SIZE_POLICIES = ("resize", "error")
 
+# File names taken for photos (and masks) wherever a folder is listed:
+# ``predict``, the dataset builders and the evaluation sources. Compare the
+# lower-cased name: ``name.lower().endswith(IMAGE_EXTENSIONS)``. These are the
+# raster formats the decoding above reads with Pillow's bundled codecs: JPEG,
+# PNG, TIFF, BMP, WebP, GIF, the Netpbm family, TGA, JPEG 2000 and AVIF
+# (tests/test_predict.py round-trips each). Pillow's other formats are left
+# out: vector or page formats needing Ghostscript (EPS/PS), Windows-only
+# metafiles (WMF/EMF), identify-only stubs (HDF5, GRIB, BUFR), layered PSD,
+# icons and cursors. The first six are the datasets' own; a builder looking for
+# ``NAME`` + extension tries them in this order.
+IMAGE_EXTENSIONS = (
+  ".jpg",
+  ".jpeg",
+  ".png",
+  ".tif",
+  ".tiff",
+  ".bmp",
+  ".jpe",
+  ".jfif",
+  ".dib",
+  ".webp",
+  ".gif",
+  ".ppm",
+  ".pgm",
+  ".pbm",
+  ".pnm",
+  ".tga",
+  ".jp2",
+  ".j2k",
+  ".avif",
+)
+
 
 def _open(source, name: str) -> Image.Image:
   try:

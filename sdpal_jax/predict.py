@@ -24,19 +24,10 @@ from absl import flags, logging
 from PIL import Image
 
 from sdpal_jax.errors import SdpalError
-
-IMAGE_EXTENSIONS = (
-  ".jpg",
-  ".jpeg",
-  ".png",
-  ".tif",
-  ".tiff",
-  ".bmp",
-  ".webp",
-  ".gif",
-  ".ppm",
-  ".pgm",
-)
+from sdpal_jax.figures import overlay
+from sdpal_jax.image_io import IMAGE_EXTENSIONS, load_image
+from sdpal_jax.metrics import detection_score
+from sdpal_jax.reporting import unique_names
 
 
 def collect_images(inputs: Iterable[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -64,25 +55,6 @@ def collect_images(inputs: Iterable[str]) -> tuple[list[str], list[tuple[str, st
   return paths, problems
 
 
-def overlay(image: np.ndarray, prob: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-  """uint8 ``[H, W, 3]`` photo with red tint proportional to ``prob`` ``[H, W]``."""
-  red = np.zeros_like(image, dtype=np.float32)
-  red[..., 0] = 255.0
-  weight = (alpha * prob)[..., None]
-  return np.clip(image * (1 - weight) + red * weight, 0, 255).astype(np.uint8)
-
-
-def _unique_stems(paths: Sequence[str]) -> list[str]:
-  """File stems, with ``_2``, ``_3``... appended where two photos share one."""
-  seen: dict[str, int] = {}
-  stems = []
-  for path in paths:
-    stem = os.path.splitext(os.path.basename(path))[0]
-    seen[stem] = seen.get(stem, 0) + 1
-    stems.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
-  return stems
-
-
 def predict_files(
   predictor,
   paths: Sequence[str],
@@ -96,13 +68,11 @@ def predict_files(
   ``already_skipped``: (path, reason) of inputs rejected before reading, listed
   in summary.json with the unreadable files.
   """
-  from sdpal_jax.image_io import load_image  # noqa: PLC0415
-  from sdpal_jax.inference import image_level_score  # noqa: PLC0415
-
   os.makedirs(output_dir, exist_ok=True)
   results = []
   skipped = [{"file": p, "reason": r} for p, r in already_skipped]
-  for path, stem in zip(paths, _unique_stems(paths), strict=True):
+  stems = unique_names([os.path.splitext(os.path.basename(p))[0] for p in paths])
+  for path, stem in zip(paths, stems, strict=True):
     try:
       image = load_image(path)
     except SdpalError as e:
@@ -121,7 +91,7 @@ def predict_files(
         "stem": stem,
         "height": int(image.shape[0]),
         "width": int(image.shape[1]),
-        "score": image_level_score(prob),
+        "score": detection_score(prob),
         "tampered_fraction": float(np.mean(prob > threshold)),
         "max_probability": float(prob.max()),
       }
@@ -144,7 +114,9 @@ def _define_flags() -> None:
   flags.DEFINE_string("output_dir", None, "Where to write the maps and summary.json.")
   flags.DEFINE_float("threshold", 0.5, "Probability above which a pixel counts as tampered.")
   flags.DEFINE_bool(
-    "full_resolution", False, "Feed photos at their own size instead of the checkpoint's input size."
+    "full_resolution",
+    False,
+    "Feed photos at their own size instead of the checkpoint's input size.",
   )
   flags.DEFINE_integer(
     "tile_size",

@@ -21,6 +21,29 @@ from typing import Any
 DEFAULT_METRICS = (("pixel_auc", "AUC"), ("pixel_f1", "F1"))
 
 
+def unique_names(names: Sequence[str]) -> list[str]:
+  """``names`` with ``_2``, ``_3``... appended to repeats so that no two are equal.
+
+  The first occurrence keeps its name, the n-th repeat becomes ``NAME_n``, and
+  a suffix that would collide with a name already given is counted past:
+  ``["a", "a", "a_2"] -> ["a", "a_2", "a_2_2"]``. Used for output file stems
+  (``predict``) and table row labels (``evaluate``).
+  """
+  counts: dict[str, int] = {}
+  taken: set[str] = set()
+  unique = []
+  for name in names:
+    n = counts.get(name, 0) + 1
+    candidate = name if n == 1 else f"{name}_{n}"
+    while candidate in taken:
+      n += 1
+      candidate = f"{name}_{n}"
+    counts[name] = n
+    taken.add(candidate)
+    unique.append(candidate)
+  return unique
+
+
 def dataset_label(spec: str) -> str:
   """A short column name for a dataset SPEC: a file's stem, a folder's name, a tfds name as is."""
   if os.sep in spec or spec.endswith((".lst", ".json", ".txt")):

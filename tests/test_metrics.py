@@ -224,20 +224,6 @@ def test_curves_from_counts_match_sklearn():
   np.testing.assert_allclose(recall, expected_recall[:-1][::-1], atol=1e-9)
 
 
-def test_clu_pixel_f1_matches_sklearn_under_jit():
-  jax = pytest.importorskip("jax")
-  probs, masks = _random_split(9, num_images=4, size=(8, 8))
-  batch_probs, batch_masks = np.stack(probs), np.stack(masks)
-
-  @jax.jit
-  def step(p, m):
-    return metrics.PixelF1.from_model_output(probabilities=p, masks=m)
-
-  merged = step(batch_probs[:2], batch_masks[:2]).merge(step(batch_probs[2:], batch_masks[2:]))
-  scores, labels = _pooled(probs, masks)
-  assert float(merged.compute()) == pytest.approx(skm.f1_score(labels, scores > 0.5), abs=1e-6)
-
-
 def test_histogram_mode_keeps_exact_f1_and_approximates_auc():
   probs, masks = _random_split(10)
   exact, approx = metrics.DatasetMetrics(), metrics.DatasetMetrics(histogram_bins=1 << 10)

@@ -12,9 +12,9 @@ import pytest
 from model_fixtures import save_tiny_checkpoint
 from PIL import Image
 
-from sdpal_jax import predict
+from sdpal_jax import figures, image_io, metrics, predict, reporting
 from sdpal_jax.errors import CheckpointError, SdpalError
-from sdpal_jax.inference import Predictor, image_level_score
+from sdpal_jax.inference import Predictor
 
 
 @pytest.fixture(scope="module")
@@ -149,11 +149,40 @@ def test_collect_images_reports_missing_paths_and_empty_folders(tmp_path):
   assert [os.path.basename(p) for p, _ in problems] == ["empty", "nope.jpg"]
 
 
-def test_image_level_score_is_mean_of_top_percent():
-  prob = np.zeros((100, 100), np.float32)
-  prob[:1, :] = 1.0  # 100 pixels = 1%
-  assert image_level_score(prob) == pytest.approx(1.0)
-  assert image_level_score(np.full((10, 10), 0.2, np.float32)) == pytest.approx(0.2)
+def test_unique_names_suffixes_repeats_and_never_collides():
+  assert reporting.unique_names(["x", "y", "x", "x"]) == ["x", "y", "x_2", "x_3"]
+  assert reporting.unique_names(["a", "a", "a_2"]) == ["a", "a_2", "a_2_2"]
+  assert reporting.unique_names(["a_2", "a", "a"]) == ["a_2", "a", "a_3"]
+  assert reporting.unique_names([]) == []
+
+
+@pytest.mark.parametrize("extension", image_io.IMAGE_EXTENSIONS)
+def test_every_listed_extension_is_collected_and_decoded(tmp_path, extension):
+  photo = _photo(12, 10)
+  name = "photo" + extension.upper()  # upper-case names count too
+  Image.fromarray(photo).save(tmp_path / name, format=Image.registered_extensions()[extension])
+  Image.fromarray(photo).save(tmp_path / "notes.txt", format="PNG")  # not an image name
+  paths, problems = predict.collect_images([str(tmp_path)])
+  assert (paths, problems) == ([str(tmp_path / name)], [])
+  decoded = image_io.load_image(paths[0])
+  assert decoded.shape == (12, 10, 3) and decoded.dtype == np.uint8
+
+
+def test_predict_writes_the_shared_overlay_and_detection_score(predictor, tmp_path):
+  photo = _photo(24, 30)
+  Image.fromarray(photo).save(tmp_path / "p.png")
+  summary = predict.predict_files(predictor, [str(tmp_path / "p.png")], str(tmp_path / "o"))
+  prob = np.load(tmp_path / "o" / "p_prob.npy")
+  assert summary["images"][0]["score"] == pytest.approx(metrics.detection_score(prob))
+  written = np.asarray(Image.open(tmp_path / "o" / "p_overlay.png"))
+  np.testing.assert_array_equal(written, figures.overlay(photo, prob))
+
+
+def test_predict_and_figures_import_without_matplotlib():
+  """``figures.overlay`` is shared with predict: matplotlib loads only when a plot is drawn."""
+  code = "import sys, sdpal_jax.predict, sdpal_jax.figures; print('matplotlib' in sys.modules)"
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+  assert out.stdout.strip() == "False"
 
 
 def test_cli_exit_status_says_whether_files_were_skipped(checkpoint_dir, tmp_path):

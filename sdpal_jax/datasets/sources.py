@@ -26,9 +26,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from sdpal_jax.errors import ImageReadError, SdpalError
-from sdpal_jax.image_io import load_image, load_mask
+from sdpal_jax.image_io import IMAGE_EXTENSIONS, load_image, load_mask
 
-_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 _MASK_SUFFIXES = ("", "_gt", "_mask", "-mask", "_forged")
 
 
@@ -83,7 +82,7 @@ def parse_forgery_folder(path: str) -> list[tuple[str, str | None]]:
       masks[os.path.splitext(name)[0]] = os.path.join(gt, name)
 
   def images(folder):
-    return sorted(n for n in os.listdir(folder) if n.lower().endswith(_IMAGE_EXTENSIONS))
+    return sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS))
 
   pairs: list[tuple[str, str | None]] = []
   for name in images(tp):
