@@ -36,17 +36,6 @@ def resize_probabilities(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:
   return np.clip(np.asarray(resized, np.float32), 0.0, 1.0)
 
 
-def image_level_score(prob: np.ndarray, top_fraction: float = 0.01) -> float:
-  """Image-level tampering score: mean of the top 1% pixel probabilities.
-
-  The maximum alone reacts to a single noisy pixel; the mean of the
-  highest-scoring 1% is as sensitive to a small tampered region but steadier.
-  """
-  flat = np.asarray(prob, np.float32).reshape(-1)
-  k = max(1, int(round(flat.size * top_fraction)))
-  return float(np.mean(np.partition(flat, flat.size - k)[flat.size - k :]))
-
-
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
   """Start offsets of ``tile``-long windows covering ``[0, length)`` with at least ``overlap``."""
   if length <= tile:

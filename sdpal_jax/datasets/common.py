@@ -27,9 +27,8 @@ from absl import logging
 from PIL import Image
 
 from sdpal_jax.errors import ImageReadError, SdpalError
-from sdpal_jax.image_io import load_image, load_mask, mask_from_array
+from sdpal_jax.image_io import IMAGE_EXTENSIONS, load_image, load_mask, mask_from_array
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 MASK_KINDS = ("binary", "inverted", "green")
 
 
