@@ -80,6 +80,9 @@ def run(
       return flag_values(argv)
     except flags.Error as e:
       _fail(f"{e} (see --help)")
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+      # ml_collections reports a bad --config.field=value override this way.
+      _fail(f"bad command-line value: {e} (see --help)")
     except SdpalError as e:
       _fail(str(e))
 

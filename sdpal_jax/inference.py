@@ -87,6 +87,7 @@ class Predictor:
     cls,
     path: str,
     *,
+    step: int | None = None,
     full_resolution: bool = False,
     tile_size: int = 2048,
     tile_overlap: int | None = None,
@@ -94,6 +95,7 @@ class Predictor:
   ) -> Predictor:
     """Loads ``path`` (a training workdir or a converted checkpoint directory).
 
+    ``step``: that saved step instead of the best (else latest) one.
     ``model_overrides`` replace model config fields (e.g. ``walk_method="blocked"``
     becomes ``model.walk.method``), useful for large images.
 
@@ -106,7 +108,7 @@ class Predictor:
     """
     from sdpal_jax.models import build_model  # noqa: PLC0415 (heavy import)
 
-    loaded = checkpoint_lib.load_inference_checkpoint(path)
+    loaded = checkpoint_lib.load_inference_checkpoint(path, step=step)
     model_config = ml_collections.ConfigDict(loaded.model_config.to_dict())
     for key, value in model_overrides.items():
       target, field = model_config, key

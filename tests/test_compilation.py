@@ -5,12 +5,11 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from model_fixtures import save_tiny_checkpoint, tiny_model_config
+from model_fixtures import save_tiny_checkpoint
 
-from sdpal_jax import train
+from sdpal_jax import configs, train_state
 from sdpal_jax.inference import Predictor
-from sdpal_jax.models import build_model, init_model
+from sdpal_jax.models import build_model
 
 
 def _count_compilations(fn):
@@ -31,16 +30,11 @@ def _count_compilations(fn):
 
 
 def test_train_step_compiles_once_for_many_steps():
-  model = build_model(tiny_model_config())
-  variables = init_model(model, jax.random.key(0), (2, 64, 64, 3))
-  optimizer = optax.adam(1e-3)
-  state = {
-    "params": variables["params"],
-    "batch_stats": variables["batch_stats"],
-    "opt_state": optimizer.init(variables["params"]),
-    "step": jnp.zeros((), jnp.int32),
-  }
-  step = jax.jit(functools.partial(train.train_step, model, optimizer, 0.5), donate_argnums=(0,))
+  config = configs.load("tiny")
+  config.loss.dice_weight = 0.5
+  state = train_state.create_train_state(config, build_model(config.model), jax.random.key(0))
+  loss_fn = train_state.make_loss(config.loss)
+  step = jax.jit(functools.partial(train_state.train_step, loss_fn=loss_fn), donate_argnums=(0,))
   rng = np.random.default_rng(0)
   holder = {"state": state}
 

@@ -3,7 +3,6 @@ config (the release's ResNet-101 network, shared by all paper configs) take real
 
 import functools
 import glob
-import importlib.util
 import os
 
 import jax
@@ -11,14 +10,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sdpal_jax import train
+from sdpal_jax import configs, train, train_state
+from sdpal_jax.errors import ConfigError
 from sdpal_jax.models import build_model, init_model
 
-CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs")
-HELPERS = {"common.py", "paper_common.py"}
+CONFIG_DIR = os.path.dirname(configs.__file__)
+CLONE_CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs")
+HELPERS = {"__init__.py", "common.py", "paper_common.py"}
 # (file, argument) pairs a user can name as configs/FILE.py:ARG.
 VARIANTS = {
-  "quickstart": [None, "tpu"],
+  "quickstart": [None, "tpu", "bf16"],
   "tiny": [None],
   "casia_v2": [None, "gpu", "tpu", "bf16"],
   "fantastic_reality": [None, "gpu", "tpu"],
@@ -30,21 +31,52 @@ RELEASE_PARAMETERS = 78.3e6 - 263_681  # the release's count minus its unused ms
 
 
 def load_config(name: str, arg=None):
-  path = os.path.join(CONFIG_DIR, f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"config_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return configs.load(name if arg is None else f"{name}:{arg}")
 
 
 def test_every_config_file_is_covered_here():
   names = {os.path.basename(p) for p in glob.glob(os.path.join(CONFIG_DIR, "*.py"))}
   assert names - HELPERS == {f"{n}.py" for n in VARIANTS}
+  assert set(configs.PACKAGED) == set(VARIANTS)
+
+
+def test_clone_config_paths_load_the_packaged_configs():
+  for name in VARIANTS:
+    by_path = configs.load(os.path.join(CLONE_CONFIG_DIR, f"{name}.py"))
+    assert by_path.to_dict() == configs.load(name).to_dict()
+
+
+def test_a_config_file_anywhere_loads_by_path_with_its_argument(tmp_path):
+  mine = tmp_path / "mine.py"
+  mine.write_text(
+    "from sdpal_jax.configs.common import base_config\n"
+    "def get_config(arg=None):\n"
+    "  c = base_config()\n"
+    "  c.seed = int(arg or 0)\n"
+    "  return c\n"
+  )
+  assert configs.load(f"{mine}:7").seed == 7
+  with pytest.raises(ConfigError, match="not a packaged config"):
+    configs.load("no_such_config")
+  with pytest.raises(ConfigError, match="no such file"):
+    configs.load(str(tmp_path / "missing.py"))
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_unknown_variants_are_refused_by_every_config(name):
+  with pytest.raises(ConfigError, match="unknown config variant 'nope'"):
+    load_config(name, "nope")
+
+
+def test_quickstart_bf16_variant_computes_in_bfloat16():
+  assert load_config("quickstart", "bf16").model.dtype == "bfloat16"
+  assert load_config("quickstart").model.dtype == "float32"
 
 
 @pytest.mark.parametrize("name,arg", [(n, a) for n, args in VARIANTS.items() for a in args])
 def test_config_loads_and_validates(name, arg):
   config = load_config(name, arg)
+  config.init_from = ""  # a converted backbone is checked on disk (tests/test_pretrained.py)
   train.validate_config(config)
   assert config.num_train_steps > 0
 
@@ -65,7 +97,7 @@ def test_paper_configs_follow_the_release_setup(name):
 def test_tampcoco_subsets_pick_their_builder_config():
   assert load_config("tampcoco", "cm").data.dataset == "tampcoco/cm"
   assert load_config("tampcoco", "bcmc,tpu").data.dataset == "tampcoco/bcmc"
-  with pytest.raises(ValueError, match="unknown config variant 'xyz'"):
+  with pytest.raises(ConfigError, match="unknown config variant 'xyz'"):
     load_config("tampcoco", "xyz")
 
 
@@ -84,16 +116,10 @@ def test_paper_model_has_the_release_parameter_count(name):
 def test_configs_take_real_training_steps_on_fake_data(name, arg):
   c = load_config(name, arg)
   size = (64, 64)  # the smallest input at output stride 8; the network is unchanged
-  model = build_model(c.model)
-  variables = init_model(model, jax.random.key(0), (2, *size, 3))
-  optimizer = train.make_optimizer(c)
-  state = {
-    "params": variables["params"],
-    "batch_stats": variables["batch_stats"],
-    "opt_state": optimizer.init(variables["params"]),
-    "step": jnp.zeros((), jnp.int32),
-  }
-  step = jax.jit(functools.partial(train.train_step, model, optimizer, float(c.loss.dice_weight)))
+  c.preprocess.image_size = size
+  state = train_state.create_train_state(c, build_model(c.model), jax.random.key(0))
+  loss_fn = train_state.make_loss(c.loss)
+  step = jax.jit(functools.partial(train_state.train_step, loss_fn=loss_fn))
   rng = np.random.default_rng(0)
   batch = {
     "image": jnp.asarray(rng.normal(size=(2, *size, 3)), jnp.float32),
@@ -101,5 +127,5 @@ def test_configs_take_real_training_steps_on_fake_data(name, arg):
   }
   for _ in range(2):
     state, metrics = step(state, batch, jax.random.key(1))
-  assert int(state["step"]) == 2
+  assert int(state.step) == 2
   assert np.isfinite(float(metrics["loss"]))

@@ -26,9 +26,9 @@ import tiny
 from sdpal_jax import train
 c = tiny.get_config(); c.num_train_steps = 2; c.optimizer.learning_rate = 1e-5
 result = train.train_and_evaluate(c, workdir)
-leaves = jax.tree_util.tree_leaves((result["state"]["params"], result["state"]["batch_stats"]))
+leaves = jax.tree_util.tree_leaves((result["state"].params, result["state"].batch_stats))
 np.save(out, np.concatenate([np.ravel(x) for x in leaves]))
-print("F1", result["eval"]["pixel_f1"])
+print("AUC", result["eval"]["validation"]["pixel_auc"])
 """
 
 
@@ -74,7 +74,7 @@ def test_two_processes_end_with_identical_parameters_equal_to_one_process(tmp_pa
   first, second = np.load(tmp_path / "p0.npy"), np.load(tmp_path / "p1.npy")
   np.testing.assert_array_equal(first, second)
   # Both processes compute the validation metrics over the whole split: the same numbers.
-  assert outputs[0][0].split("F1")[-1] == outputs[1][0].split("F1")[-1]
+  assert outputs[0][0].split("AUC")[-1] == outputs[1][0].split("AUC")[-1]
 
   sys.path.insert(0, CONFIGS)
   import tiny  # noqa: PLC0415
@@ -83,6 +83,6 @@ def test_two_processes_end_with_identical_parameters_equal_to_one_process(tmp_pa
   config.num_train_steps = 2
   config.optimizer.learning_rate = 1e-5
   single = train.train_and_evaluate(config, str(tmp_path / "w1"))["state"]
-  leaves = jax.tree_util.tree_leaves((single["params"], single["batch_stats"]))
+  leaves = jax.tree_util.tree_leaves((single.params, single.batch_stats))
   expected = np.concatenate([np.ravel(x) for x in leaves])
   np.testing.assert_allclose(first, expected, rtol=1e-4, atol=5e-5)

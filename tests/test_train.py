@@ -1,4 +1,5 @@
-"""Training: loss goes down, checkpoints load, resume is exact, SIGTERM is clean, devices agree."""
+"""Training: loss goes down, checkpoints load, resume is exact, best/ agrees with evaluate,
+SIGTERM is clean, devices agree, the command line works by config name and installed."""
 
 from __future__ import annotations
 
@@ -12,33 +13,32 @@ import time
 import jax
 import numpy as np
 import pytest
-from ml_collections import config_flags  # noqa: F401 (used by the CLI under test)
 
-from sdpal_jax import checkpoint, train
-from sdpal_jax.errors import ConfigError
+from sdpal_jax import checkpoint, configs, evaluate, train
+from sdpal_jax.errors import CheckpointError, ConfigError
 from sdpal_jax.inference import Predictor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = os.path.join(ROOT, "configs")
-sys.path.insert(0, CONFIGS)
-import tiny  # noqa: E402
+VALIDATION = "synthetic_forgery/mixed_tiny:validation"
 
 
 def _tiny(**fields):
-  config = tiny.get_config()
+  config = configs.load("tiny")
   for key, value in fields.items():
     config[key] = value
   return config
 
 
 def _leaves(state):
-  return [np.asarray(x) for x in jax.tree_util.tree_leaves(state["params"])]
+  return [np.asarray(x) for x in jax.tree_util.tree_leaves(state.params)]
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("full")
-  return workdir, train.train_and_evaluate(_tiny(num_train_steps=4), str(workdir))
+  # AUC, not F1: after 4 steps the tiny model predicts no tampered pixel (F1 = 0 at every step).
+  config = _tiny(num_train_steps=4, best_metric="validation/pixel_auc")
+  return workdir, train.train_and_evaluate(config, str(workdir))
 
 
 def test_training_lowers_the_loss_and_leaves_a_checkpoint_predict_can_use(tmp_path):
@@ -48,7 +48,8 @@ def test_training_lowers_the_loss_and_leaves_a_checkpoint_predict_can_use(tmp_pa
   result = train.train_and_evaluate(config, str(tmp_path))
   losses = result["train_losses"]
   assert losses[-1] < losses[0], losses
-  assert {"pixel_f1", "pixel_auc"} <= set(result["eval"])
+  assert {"pixel_f1", "pixel_auc"} <= set(result["eval"]["validation"])
+  assert result["eval"]["validation"]["num_scored"] == 6  # the whole mixed_tiny validation split
   loaded = checkpoint.load_inference_checkpoint(str(tmp_path))
   assert loaded.model_config.backbone_depth == 18
   prob = Predictor.from_checkpoint(str(tmp_path)).predict_image(np.zeros((40, 50, 3), np.uint8))
@@ -69,6 +70,38 @@ def test_best_checkpoint_is_kept_beside_the_latest(uninterrupted):
   workdir, _ = uninterrupted
   assert os.listdir(workdir / checkpoint.BEST_DIR)
   assert sorted(os.listdir(workdir / checkpoint.LATEST_DIR)) == ["2", "4"]
+  assert not (workdir / "best_f1.txt").exists()  # orbax's own step metrics, no sidecar
+
+
+def test_best_checkpoint_metric_equals_what_evaluate_prints_for_it(uninterrupted):
+  workdir, result = uninterrupted
+  best = checkpoint.checkpoint_manager(str(workdir / checkpoint.BEST_DIR), max_to_keep=None)
+  step = best.best_step() or max(best.all_steps())
+  recorded = best.metrics(step)["validation/pixel_auc"]
+  best.close()
+  assert checkpoint.load_inference_checkpoint(str(workdir)).step == step
+  printed = evaluate.evaluate_datasets([str(workdir)], [VALIDATION], progress=False, verbose=False)
+  assert printed[VALIDATION]["pixel_auc"] == pytest.approx(recorded, abs=1e-7)
+  # and the loop's last validation is the evaluator's result for the last step's weights
+  last = evaluate.evaluate_datasets(
+    [Predictor.from_checkpoint(str(workdir), step=4)], [VALIDATION], progress=False, verbose=False
+  )
+  assert last[VALIDATION]["pixel_auc"] == pytest.approx(
+    result["eval"]["validation"]["pixel_auc"], abs=1e-7
+  )
+
+
+def test_a_missing_init_from_stops_before_any_data_is_read(tmp_path):
+  with pytest.raises(CheckpointError, match="no_backbone_here"):
+    train.train_and_evaluate(
+      _tiny(init_from=str(tmp_path / "no_backbone_here")), str(tmp_path / "w")
+    )
+  assert not (tmp_path / "w").exists()
+
+
+def test_best_metric_must_name_a_validation(tmp_path):
+  with pytest.raises(ConfigError, match="best_metric"):
+    train.train_and_evaluate(_tiny(best_metric="test/pixel_f1"), str(tmp_path))
 
 
 def test_invalid_config_values_are_named(tmp_path):
@@ -80,19 +113,32 @@ def test_invalid_config_values_are_named(tmp_path):
     train.train_and_evaluate(bad, str(tmp_path))
 
 
-def _cli(workdir, *overrides, env=None):
+def _cli(workdir, *overrides, config="tiny"):
   return [
-    sys.executable, "-m", "sdpal_jax.train", f"--config={CONFIGS}/tiny.py", f"--workdir={workdir}",
+    sys.executable, "-m", "sdpal_jax.train", f"--config={config}", f"--workdir={workdir}",
     *overrides,
   ]  # fmt: skip
 
 
-def test_unknown_config_field_stops_with_its_name(tmp_path):
+def test_unknown_config_field_stops_with_its_name_and_status_2(tmp_path):
   run = subprocess.run(
     _cli(tmp_path, "--config.no_such_field=3"), capture_output=True, text=True, timeout=300
   )
-  assert run.returncode != 0
+  assert run.returncode == 2
   assert "no_such_field" in run.stderr
+
+
+def test_bad_config_names_and_values_exit_2_with_one_error_line(tmp_path):
+  for args in (
+    _cli(tmp_path, config="no_such_config"),
+    _cli(tmp_path, config="quickstart:nope"),
+    _cli(tmp_path, "--config.num_train_steps=0"),
+  ):
+    run = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stderr[-2000:]
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
@@ -120,13 +166,11 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
 
 EIGHT_DEVICES = """
 import json, sys, numpy as np, jax
-sys.path.insert(0, sys.argv[1])
-import tiny
-from sdpal_jax import train
+from sdpal_jax import configs, train
 assert jax.device_count() == 8, jax.devices()
-c = tiny.get_config(); c.num_train_steps = 2; c.optimizer.learning_rate = 1e-5
+c = configs.load("tiny"); c.num_train_steps = 2; c.optimizer.learning_rate = 1e-5
 state = train.train_and_evaluate(c, sys.argv[2])["state"]
-leaves = jax.tree_util.tree_leaves((state["params"], state["batch_stats"]))
+leaves = jax.tree_util.tree_leaves((state.params, state.batch_stats))
 np.save(sys.argv[3], np.concatenate([np.ravel(x) for x in leaves]))
 """
 
@@ -135,14 +179,14 @@ def test_eight_devices_give_the_parameters_of_one_device(tmp_path):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
   out = tmp_path / "eight.npy"
   run = subprocess.run(
-    [sys.executable, "-c", EIGHT_DEVICES, CONFIGS, str(tmp_path / "w8"), str(out)],
+    [sys.executable, "-c", EIGHT_DEVICES, "", str(tmp_path / "w8"), str(out)],
     env=env, capture_output=True, text=True, timeout=600,
   )  # fmt: skip
   assert run.returncode == 0, run.stderr[-3000:]
   config = _tiny(num_train_steps=2)
   config.optimizer.learning_rate = 1e-5  # Adam moves every weight by ~lr: keep sign noise small
   single = train.train_and_evaluate(config, str(tmp_path / "w1"))["state"]
-  leaves = jax.tree_util.tree_leaves((single["params"], single["batch_stats"]))
+  leaves = jax.tree_util.tree_leaves((single.params, single.batch_stats))
   expected = np.concatenate([np.ravel(x) for x in leaves])
   # batch_stats included: BatchNorm statistics must be those of the whole global batch.
   np.testing.assert_allclose(np.load(out), expected, rtol=1e-4, atol=5e-5)
@@ -161,3 +205,47 @@ def test_logged_training_metrics_are_clu_averages_over_the_logged_steps():
   ).compute()
   np.testing.assert_allclose(float(averaged["loss"]), 3.0)
   np.testing.assert_allclose(float(averaged["grad_norm"]), 1.0)
+
+
+@pytest.mark.slow
+def test_installed_package_trains_by_config_name_from_another_directory(tmp_path):
+  """``pip install .`` (not editable), then ``sdpal-train --config tiny`` outside the clone."""
+  target = tmp_path / "site"
+  install = subprocess.run(
+    [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+     "--target", str(target), ROOT],
+    capture_output=True, text=True, timeout=600,
+  )  # fmt: skip
+  assert install.returncode == 0, install.stderr[-3000:]
+  elsewhere = tmp_path / "elsewhere"
+  elsewhere.mkdir()
+  env = dict(os.environ, PYTHONPATH=str(target))
+  where = subprocess.run(
+    [sys.executable, "-c", "import sdpal_jax; print(sdpal_jax.__file__)"],
+    cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120,
+  )  # fmt: skip
+  assert where.stdout.startswith(str(target)), where.stdout + where.stderr
+  run = subprocess.run(
+    [str(target / "bin" / "sdpal-train"), "--config", "tiny", "--workdir", "w",
+     "--config.num_train_steps=2"],
+    cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600,
+  )  # fmt: skip
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert "step 2/2" in run.stdout
+  assert checkpoint.load_inference_checkpoint(str(elsewhere / "w")).step == 2
+
+
+@pytest.mark.parametrize(
+  "command", ["sdpal-train", "sdpal-evaluate", "sdpal-predict", "sdpal-convert"]
+)
+def test_console_scripts_list_their_flags_in_help(command):
+  script = os.path.join(os.path.dirname(sys.executable), command)
+  run = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=120)
+  expected = {
+    "sdpal-train": ["--workdir", "--config"],
+    "sdpal-evaluate": ["--workdir", "--datasets", "--protocol", "--perturb"],
+    "sdpal-predict": ["--checkpoint", "--output_dir", "--full_resolution"],
+    "sdpal-convert": ["--input", "--output_dir", "--kind"],
+  }[command]
+  for flag in expected:
+    assert flag in run.stdout, run.stdout[-2000:]

@@ -152,9 +152,10 @@ def _jax_model(spec: dict) -> dict:
 
   import jax  # noqa: PLC0415
   import jax.numpy as jnp  # noqa: PLC0415
+  import ml_collections  # noqa: PLC0415
   import optax  # noqa: PLC0415
 
-  from sdpal_jax import train  # noqa: PLC0415
+  from sdpal_jax import train_state  # noqa: PLC0415
   from sdpal_jax.models import build_model, init_model  # noqa: PLC0415
 
   model = build_model(_model_config(spec))
@@ -166,19 +167,22 @@ def _jax_model(spec: dict) -> dict:
   key = jax.random.key(1)
   base = _rss_mib()
   if spec["mode"] == "inference":
-    forward = jax.jit(functools.partial(train.eval_step, model))
+    forward = jax.jit(
+      lambda v, x, k: jax.nn.sigmoid(model.apply(v, x, train=False, rngs={"walk": k}))
+    )
     seconds, _ = _timed(
       lambda: forward(variables, images, key).block_until_ready(), spec["repeats"]
     )
   else:
-    optimizer = optax.adam(1e-4)
-    state = {
-      "params": variables["params"],
-      "batch_stats": variables["batch_stats"],
-      "opt_state": optimizer.init(variables["params"]),
-      "step": jnp.zeros((), jnp.int32),
-    }
-    step = jax.jit(functools.partial(train.train_step, model, optimizer, 0.0), donate_argnums=(0,))
+    # The release's step: Adam 1e-4 and sigmoid + BCELoss (loss.form="release").
+    state = train_state.TrainState.create(
+      apply_fn=model.apply,
+      params=variables["params"],
+      batch_stats=variables["batch_stats"],
+      tx=optax.adam(1e-4),
+    )
+    loss_fn = train_state.make_loss(ml_collections.ConfigDict({"form": "release"}))
+    step = jax.jit(functools.partial(train_state.train_step, loss_fn=loss_fn), donate_argnums=(0,))
     holder = {"state": state}
 
     def run():

@@ -43,8 +43,7 @@ print(f"config {CONFIG}:{CONFIG_ARG}, workdir {WORKDIR}")"""),
 if not SMOKE:
   if not os.path.isdir(REPO_DIR):
     subprocess.run(["git", "clone", "--depth", "1", REPO_URL, REPO_DIR], check=True)
-  subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", REPO_DIR], check=True)
-sys.path.insert(0, os.path.join(REPO_DIR, "configs"))"""),
+  subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", REPO_DIR], check=True)"""),
   new_markdown_cell(
     "## Devices\nOn a TPU runtime this lists 8 TPU cores; the batch is split across all of them."
   ),
@@ -55,9 +54,9 @@ print("devices:", jax.device_count(), "processes:", jax.process_count())"""),
   new_markdown_cell(
     "## Data and config\nOptionally mount Google Drive and point the config at your own dataset."
   ),
-  new_code_cell("""import importlib
+  new_code_cell("""from sdpal_jax import configs
 
-config = importlib.import_module(CONFIG).get_config(CONFIG_ARG)
+config = configs.load(CONFIG if CONFIG_ARG is None else f"{CONFIG}:{CONFIG_ARG}")
 if DRIVE_DATASET:
   from google.colab import drive
 
@@ -77,7 +76,8 @@ latest) and keeps the best checkpoint by validation F1. Progress and metrics als
   new_code_cell("""from sdpal_jax import train
 
 result = train.train_and_evaluate(config, WORKDIR)
-print("step", result["step"], "validation", {k: round(float(result["eval"][k]), 4) for k in ("pixel_f1", "pixel_auc")})"""),
+validation = result["eval"]["validation"]
+print("step", result["step"], "validation", {k: round(float(validation[k]), 4) for k in ("pixel_f1", "pixel_auc")})"""),
   new_markdown_cell(
     "## Evaluate\nThe paper's dataset protocol (pixel F1 at 0.5, pooled AUC) on the test split, with ROC/PR curves."
   ),

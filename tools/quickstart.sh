@@ -7,7 +7,7 @@ PY="${1:-python3}"
 WORKDIR="${2:-workdir/quickstart}"
 cd "$(dirname "$0")/.."
 
-"$PY" -m sdpal_jax.train --config configs/quickstart.py --workdir "$WORKDIR"
+"$PY" -m sdpal_jax.train --config quickstart --workdir "$WORKDIR"
 "$PY" -m sdpal_jax.evaluate --workdir "$WORKDIR" \
   --datasets synthetic_forgery/mixed_small:test --output_dir "$WORKDIR/eval"
 PHOTO="$("$PY" -c 'import os, skimage; print(os.path.join(os.path.dirname(skimage.__file__), "data", "astronaut.png"))')"
