@@ -1,4 +1,9 @@
-"""The MOAP/DPAL math against plain NumPy transcriptions of design.md §1."""
+"""The MOAP/DPAL math against plain NumPy transcriptions of the release's code.
+
+GCLion/SDPAL ``sdpal.py``: ``GraphRandomWalkNPR`` (MOAP: neighbouring-pixel
+residual, thresholded cosine graph, random walk with restart) and
+``DiffAttention2D`` (DPAL's differential attention).
+"""
 
 from __future__ import annotations
 

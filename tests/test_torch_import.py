@@ -91,7 +91,10 @@ def test_neighbour_pixel_residual_matches_torch_scale_factor_resizes():
 
 
 class TorchDifferentialAttention(torch.nn.Module):
-  """design.md §1 DPAL stated in torch: two softmax maps subtracted, unify, refine; both residual."""
+  """DPAL as the release's ``sdpal.py`` has it (``DiffAttention2D`` then ``ConvRefine``).
+
+  Two softmax maps subtracted, ``unify``, then ``refine``; both residual.
+  """
 
   def __init__(self, channels, heads):
     super().__init__()

@@ -1,6 +1,10 @@
 """MOAP math: neighbouring-pixel residual, cosine affinity, random walk with restart.
 
-All functions are pure and take NHWC arrays (design.md §1, "MOAP").
+All functions are pure and take NHWC arrays. They compute MOAP, the graph
+stage of the paper ("SDPAL: Spatial Difference Patterns Adaptive Learning for
+Image Forgery Localization"), as the public PyTorch release does in
+``GraphRandomWalkNPR`` (GCLion/SDPAL, ``sdpal.py``: ``_compute_npr``,
+``_build_graph``, ``_random_walk``).
 
 Notation: for one image, ``X`` is the ``[N, D]`` matrix of node features
 (N = H*W pixels of the feature map), ``S`` the thresholded cosine similarity
