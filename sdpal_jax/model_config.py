@@ -19,7 +19,11 @@ DTYPES = ("float32", "bfloat16")
 
 
 def default_model_config() -> ml_collections.ConfigDict:
-  """The SDPAL network of the PyTorch release (design.md §1).
+  """The SDPAL network as the PyTorch release builds it.
+
+  GCLion/SDPAL ``sdpal.py`` ``FakeLocator`` on the ``resnet.py`` backbone
+  (ResNet-101 v1c, output stride 8), except ``output_size`` (see
+  ``release_model_config``).
 
   Returns:
     A ConfigDict; every hyper-parameter of the network lives here.
@@ -54,7 +58,6 @@ def default_model_config() -> ml_collections.ConfigDict:
   c.dtype = "float32"  # compute dtype; params stay float32.
   c.bn_momentum = 0.9  # flax convention: torch momentum 0.1.
   c.bn_epsilon = 1e-5
-  c.bn_axis_name = None  # e.g. "data" to average BN statistics across devices.
   return c
 
 

@@ -1,7 +1,15 @@
-"""SDPAL: MOPC -> MOAP -> DPAL -> decoder (design.md §1, the paper's figure).
+"""SDPAL: MOPC -> MOAP -> DPAL -> decoder, the pipeline of the paper.
 
-Layer widths, orders and resizes follow the public PyTorch release so that its
+The paper: "SDPAL: Spatial Difference Patterns Adaptive Learning for Image
+Forgery Localization". Layer widths, orders and resizes follow its public
+PyTorch release (GCLion/SDPAL, ``sdpal.py``: MOPC = ``MSCCNet``, MOAP =
+``GraphRandomWalkNPR`` + ``fuse_conv``, DPAL = ``DiffAttention2D`` +
+``ConvRefine``, decoder = ``UNet``; the backbone is ``resnet.py``'s) so that its
 checkpoints convert one-to-one (``sdpal_jax.torch_import``).
+
+Batch norm: under ``jax.jit`` with the batch sharded over devices, the batch
+statistics are computed over the global batch (XLA inserts the reductions),
+so no cross-device axis name is needed.
 """
 
 from __future__ import annotations
@@ -185,7 +193,7 @@ class SDPAL(nn.Module):
   decoder_channels: tuple[int, int, int, int] = (64, 128, 256, 256)
   output_size: tuple[int, int] | None = None
   dtype: Any = jnp.float32
-  bn: tuple = (("momentum", 0.9), ("epsilon", 1e-5), ("axis_name", None))
+  bn: tuple = (("momentum", 0.9), ("epsilon", 1e-5))
 
   @nn.compact
   def __call__(self, images: jnp.ndarray, *, train: bool) -> jnp.ndarray:
@@ -256,7 +264,6 @@ def build_model(config: ml_collections.ConfigDict) -> SDPAL:
     bn=(
       ("momentum", float(config.bn_momentum)),
       ("epsilon", float(config.bn_epsilon)),
-      ("axis_name", config.bn_axis_name),
     ),
   )
 
