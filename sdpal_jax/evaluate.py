@@ -69,15 +69,6 @@ def _open_predictor(workdir: str) -> PredictorLike:
     raise SdpalError(f"cannot load checkpoint {workdir}: a package module is missing ({e}).") from e
 
 
-def _unique_labels(labels: list[str]) -> list[str]:
-  seen: dict[str, int] = {}
-  unique = []
-  for label in labels:
-    seen[label] = seen.get(label, 0) + 1
-    unique.append(label if seen[label] == 1 else f"{label}_{seen[label]}")
-  return unique
-
-
 def _default_label(workdir: Any, index: int) -> str:
   if isinstance(workdir, str):
     return os.path.basename(os.path.normpath(workdir)) or f"model{index}"
@@ -141,7 +132,7 @@ def evaluate_datasets(
     for p in ([spec] if isinstance(spec, perturbations_lib.Perturbation)
               else perturbations_lib.parse_perturbations(spec))
   ]  # fmt: skip
-  labels = _unique_labels(
+  labels = reporting.unique_names(
     list(labels) if labels is not None else [_default_label(w, i) for i, w in enumerate(workdirs)]
   )
   named_specs = [(s, None) if isinstance(s, str) else (str(s[0]), s[1]) for s in specs]
