@@ -6,16 +6,13 @@ import jax
 import ml_collections
 
 from sdpal_jax import checkpoint, model_config
+from sdpal_jax.configs.tiny import tiny_model
 from sdpal_jax.models import build_model, init_model
 
 
 def tiny_model_config(**overrides) -> ml_collections.ConfigDict:
-  """ResNet-18, 32-channel correlation map: the whole network compiles in seconds."""
-  c = model_config.default_model_config()
-  c.backbone_depth = 18
-  c.feature_channels = 32
-  c.attention_heads = 4
-  c.decoder_channels = (8, 8, 8, 8)
+  """The ``tiny`` config's network (seconds to compile) with ``overrides`` (``walk_*``: walk.*)."""
+  c = tiny_model()
   for key, value in overrides.items():
     if key.startswith("walk_"):
       c.walk[key[len("walk_") :]] = value
