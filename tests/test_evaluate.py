@@ -319,3 +319,61 @@ def test_cli_end_to_end_on_a_tiny_random_checkpoint_and_a_lst_source(tmp_path):
   assert list(toy["robustness"]) == ["jpeg:70", "blur:1"]
   assert set(toy["protocols"]) == {"dataset", "image", "best"}
   assert os.path.exists(out / "figures" / "toy_roc.png")
+
+
+def test_a_split_with_nothing_scored_is_an_error_naming_the_files():
+  broken = dict(_item(0))
+  broken["mask"] = np.zeros((5, 5), np.uint8)
+  broken["name"] = "bad.png"
+  split = ListSource([broken], skipped=[("/data/missing.png", "file not found")])
+  with pytest.raises(evaluate.EvaluationError, match="no image could be scored") as raised:
+    evaluate.evaluate_datasets(
+      [RedChannelPredictor()], [("toy", split)], progress=False, verbose=False
+    )
+  assert "bad.png" in str(raised.value) and "/data/missing.png" in str(raised.value)
+  with pytest.raises(evaluate.EvaluationError, match="it is empty"):
+    evaluate.evaluate_datasets(
+      [RedChannelPredictor()], [("empty", ListSource([]))], progress=False, verbose=False
+    )
+
+
+def test_a_partly_unreadable_split_reports_scored_and_skipped_in_json_and_table(tmp_path):
+  split = _split(3)
+  split.skipped += [("/data/a.png", "file not found"), ("/data/b.png", "truncated")]
+  result = evaluate.evaluate_datasets(
+    [RedChannelPredictor()], [("toy", split)], output_dir=str(tmp_path), progress=False
+  )
+  assert (result["toy"]["num_scored"], result["toy"]["num_skipped"]) == (3, 2)
+  saved = json.loads((tmp_path / "results.json").read_text())
+  assert (saved["toy"]["num_scored"], saved["toy"]["num_skipped"]) == (3, 2)
+  assert "toy (3/5 scored) AUC" in (tmp_path / "results.md").read_text()
+
+
+def _unreadable_list(tmp_path):
+  lines = []
+  for i in range(2):
+    image = tmp_path / f"broken{i}.png"
+    image.write_bytes(b"not a png at all")
+    lines.append(f"{image},None")
+  lines.append(f"{tmp_path / 'missing.png'},None")
+  lst = tmp_path / "unreadable.lst"
+  lst.write_text("\n".join(lines) + "\n")
+  return lst
+
+
+def test_cli_refuses_to_print_numbers_for_an_unreadable_split(tmp_path):
+  from model_fixtures import save_tiny_checkpoint  # noqa: PLC0415
+
+  workdir = save_tiny_checkpoint(tmp_path / "ckpt")
+  out = tmp_path / "eval"
+  completed = subprocess.run(
+    [sys.executable, "-m", "sdpal_jax.evaluate", f"--workdir={workdir}",
+     f"--datasets={_unreadable_list(tmp_path)}", f"--output_dir={out}"],
+    capture_output=True, text=True, timeout=300,
+  )  # fmt: skip
+  assert completed.returncode == 2, completed.stderr[-2000:]
+  assert "no image could be scored" in completed.stderr
+  assert "broken0.png" in completed.stderr and "missing.png" in completed.stderr
+  assert "Traceback" not in completed.stderr
+  assert "| Model |" not in completed.stdout
+  assert not (out / "results.json").exists()

@@ -202,10 +202,15 @@ def test_cli_exit_status_says_whether_files_were_skipped(checkpoint_dir, tmp_pat
   assert run.returncode == 1, run.stderr
   assert "broken.jpg" in run.stderr
   assert (out / "ok_prob.npy").exists()
-  usage = subprocess.run(
-    [*cmd[:3], "--output_dir", str(out)], capture_output=True, text=True, timeout=600
+  everything = subprocess.run([*cmd, str(tmp_path / "ok.png")], capture_output=True, text=True)
+  assert everything.returncode == 0, everything.stderr[-2000:]
+  nothing = subprocess.run([*cmd, str(tmp_path / "broken.jpg")], capture_output=True, text=True)
+  assert nothing.returncode == 2 and "broken.jpg" in nothing.stderr
+  no_checkpoint = subprocess.run(
+    [*cmd[:3], "--output_dir", str(out), str(tmp_path)], capture_output=True, text=True
   )
-  assert usage.returncode == 2 and "usage" in usage.stderr
+  assert no_checkpoint.returncode == 2 and "error: " in no_checkpoint.stderr
+  assert "--checkpoint" in no_checkpoint.stderr and "Traceback" not in no_checkpoint.stderr
 
 
 def test_tiles_cover_the_image_and_blend_weights_sum_to_one_where_tiles_meet():
