@@ -200,3 +200,73 @@ class ForgeryBuilder(tfds.core.GeneratorBasedBuilder):
       logging.warning(
         "%s: %d of %d files skipped (see the warnings above).", self.name, skipped, len(items)
       )
+
+
+# Masks whose aspect ratio is within this of their photo's are rescaled copies of the
+# photo's grid (e.g. COVERAGE 55/56/95, CASIA v2 masks a few pixels off); larger
+# differences mean the mask was drawn on another crop or orientation of the photo.
+MASK_ASPECT_TOLERANCE = 0.02
+
+
+def image_size(path: str) -> tuple[int, int] | None:
+  """(H, W) of an image as ``load_image`` / ``load_mask`` return it (EXIF orientation applied).
+
+  Read from the file header only; None when the file cannot be opened (the
+  build then reports it when it reads the file).
+  """
+  try:
+    with Image.open(path) as f:
+      width, height = f.size
+      orientation = f.getexif().get(0x0112, 1)
+  except Exception:  # PIL raises many types for bad files
+    return None
+  if orientation in (5, 6, 7, 8):  # rotated by 90 degrees on display
+    width, height = height, width
+  return height, width
+
+
+def screen_mask_sizes(
+  name: str, items: list[Item], tolerance: float = MASK_ASPECT_TOLERANCE
+) -> list[Item]:
+  """``items`` with the masks whose size differs from their photo's resolved, each logged.
+
+  A mask with the photo's aspect ratio (within ``tolerance``) is a rescaled
+  copy: kept, and resized to the photo with nearest neighbour when read (one
+  warning line naming both files and sizes). Any other size mismatch means the
+  mask belongs to another crop or orientation of the photo, where resizing
+  would misplace the region: the photo is skipped with a reason that names both
+  sizes. Only file headers are read.
+  """
+  screened = []
+  for item in items:
+    if item.mask is None or item.missing_reason:
+      screened.append(item)
+      continue
+    image, mask = image_size(item.image), image_size(item.mask)
+    if image is None or mask is None or image == mask:
+      screened.append(item)
+      continue
+    (height, width), (mask_height, mask_width) = image, mask
+    sizes = (
+      f"mask {os.path.basename(item.mask)} is {mask_width}x{mask_height} (WxH) but its image "
+      f"{os.path.basename(item.image)} is {width}x{height}"
+    )
+    mismatch = abs((mask_width * height) / (mask_height * width) - 1.0)
+    if mismatch <= tolerance:
+      logging.warning(
+        "%s: %s: same aspect ratio, the mask is resized to the image (nearest neighbour).",
+        name,
+        sizes,
+      )
+      screened.append(item)
+    else:
+      screened.append(
+        dataclasses.replace(
+          item,
+          missing_reason=(
+            f"{sizes}: the aspect ratios differ by {mismatch:.0%}, so the mask is not a "
+            "rescaled copy of the image and resizing it would misplace the region"
+          ),
+        )
+      )
+  return screened

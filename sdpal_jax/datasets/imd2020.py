@@ -1,46 +1,68 @@
 """IMD2020 real-life manipulated images (Novozamsky, Mahdian & Saic, WACV-W 2020).
 
-2,010 manipulated photos from the internet, each in a folder with its
-original: ``<folder>/<id>_orig.<ext>`` (authentic), ``<id>_<k>.<ext>``
-(manipulated) and ``<id>_<k>_mask.png`` (white = manipulated) — the layout of
-the "IMD2020 real-life manipulated images" archive
-(staff.utia.cas.cz/novozada/db). Splits ``train`` / ``validation`` / ``test``
-(80 / 10 / 10 by a hash of the original's id, so a photo and its original never
-straddle splits).
+2,010 manipulated photos from the internet, filed with their originals, one
+folder per original (staff.utia.cas.cz/novozada/db, "IMD2020 - real-life
+manipulated images"). The archive's two naming schemes (as drawn in the
+IMD2020 loaders of e.g. github.com/cainspencerm/image-manipulation-datasets and
+CAT-Net/TruFor's ``IMD2020_wild/1a07yi/...``)::
+
+  1a1ogs/1a1ogs_orig.jpg                  the original (authentic)
+  1a1ogs/c8tf5mq_0.png                    a manipulated version, named by its own id
+  1a1ogs/c8tf5mq_0_mask.png               its mask (white = manipulated)
+  z41/00109_orig.jpg, z41/00109_fake.jpg, z41/00109_fake_mask.png
+
+Every photo that is neither ``*_orig`` nor ``*_mask`` is a manipulated one
+with mask ``<its stem>_mask.*``. A manipulated photo's id is not its
+original's, so photos are split by their folder: ``train`` / ``validation`` /
+``test`` = 80 / 10 / 10 by a hash of the folder name, and a photo and its
+original never straddle splits. Masks of another size than their photo (one in
+the release, listed by SunnyHaze/IML-Dataset-Corrections): see
+:func:`common.screen_mask_sizes`.
 """
 
 from __future__ import annotations
 
 import os
-import re
+
+import tensorflow_datasets as tfds
 
 from sdpal_jax.datasets import common
 
 
 class Imd2020(common.ForgeryBuilder):
-  """IMD2020: ``*_orig`` authentic, ``*_k`` manipulated with ``*_k_mask.png``."""
+  """IMD2020: ``*_orig`` authentic, every other photo manipulated with ``<stem>_mask.png``."""
 
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
-Unpack "IMD2020 - real-life manipulated images" into manual_dir:
-  manual_dir/<folder>/<id>_orig.jpg
-  manual_dir/<folder>/<id>_0.jpg, manual_dir/<folder>/<id>_0_mask.png
+Unpack "IMD2020 - real-life manipulated images" into manual_dir (one folder per original):
+  manual_dir/<folder>/<folder>_orig.jpg
+  manual_dir/<folder>/<id>_0.jpg, manual_dir/<folder>/<id>_0_mask.png   (or <n>_fake.jpg,
+      <n>_fake_mask.png)
 """
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+    "1.0.0": "First release.",
+    "1.1.0": "<n>_fake photos included; split by folder (a photo's id is not its original's); "
+    "masks of another size resized or skipped by rule, logged.",
+  }
   HOMEPAGE = "http://staff.utia.cas.cz/novozada/db/"
 
   def _items(self, root):
     splits = {"train": [], "validation": [], "test": []}
     fractions = {"train": 0.8, "validation": 0.1, "test": 0.1}
     for directory, _, files in sorted(os.walk(root)):
+      folder = os.path.relpath(directory, root)
       for name in sorted(files):
         stem, ext = os.path.splitext(name)
-        if ext.lower() not in common.IMAGE_EXTENSIONS or stem.endswith("_mask"):
+        if ext.lower() not in common.IMAGE_EXTENSIONS or name.startswith("."):
+          continue
+        if stem.lower().endswith("_mask"):
           continue
         path = os.path.join(directory, name)
-        photo_id = re.sub(r"_(orig|\d+)$", "", stem)
-        split = common.hash_split(photo_id, fractions)
-        if stem.endswith("_orig"):
+        split = common.hash_split(folder, fractions)
+        if stem.lower().endswith("_orig"):
           splits[split].append(common.Item(path))
-        elif re.search(r"_\d+$", stem):
-          mask = common.find_mask(directory, [stem + "_mask"])
-          splits[split].append(common.tampered_item(path, mask))
-    return splits
+        else:
+          splits[split].append(
+            common.tampered_item(path, common.find_mask(directory, [stem + "_mask"]))
+          )
+    return {split: common.screen_mask_sizes(self.name, items) for split, items in splits.items()}
