@@ -20,8 +20,8 @@ resizes photo and mask to ``preprocess.image_size`` (:func:`resize_example`),
 then, with ``data.crop_size``, a random crop of that size is taken
 (``random_crop`` policy: from the photo at its own size).
 
-Evaluation batches never drop an example: the last batch is padded and
-flagged by ``valid``.
+Validation and evaluation do not batch here: ``sdpal_jax.evaluator`` scores
+every example of a split at the resolution it is asked for.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import tensorflow as tf
 from sdpal_jax import augment, preprocessing
 from sdpal_jax.datasets.sources import PairSource, TfdsSource, open_source
 from sdpal_jax.errors import ConfigError, ImageReadError, SdpalError
+from sdpal_jax.evaluator import dataset_spec
 from sdpal_jax.image_io import load_image, load_mask
 
 RESIZE_POLICIES = ("resize", "random_crop")
@@ -83,15 +84,6 @@ def validate_data_config(c: ml_collections.ConfigDict) -> None:
     raise ConfigError("data.augment.noise_std must be >= 0 and blur_sigma > 0.")
 
 
-def _spec(data_config, split: str) -> str:
-  dataset = data_config.dataset
-  if dataset.endswith((".lst", ".json")) or ":" in dataset:
-    return dataset
-  import os  # noqa: PLC0415
-
-  return dataset if os.path.isdir(dataset) else f"{dataset}:{split}"
-
-
 def resize_example(
   image: np.ndarray, mask: np.ndarray, size: tuple[int, int]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -113,7 +105,7 @@ def load_split(
   with ``native=True``, lists of arrays at each file's own size. ``skipped``
   lists ``(path, reason)`` for unreadable items.
   """
-  source = open_source(_spec(data_config, split), data_dir=data_config.data_dir)
+  source = open_source(dataset_spec(data_config.dataset, split), data_dir=data_config.data_dir)
   images, masks = [], []
   for example in source:
     image, mask = example["image"], example["mask"]
@@ -257,7 +249,9 @@ def stream_train_dataset(
   process_index, process_count, local = _process_share(
     global_batch_size, process_index, process_count
   )
-  source = open_source(_spec(data_config, data_config.train_split), data_dir=data_config.data_dir)
+  source = open_source(
+    dataset_spec(data_config.dataset, data_config.train_split), data_dir=data_config.data_dir
+  )
   shuffle_seed = seed * 1_000_003 + start_step
   if isinstance(source, TfdsSource):
     import tensorflow_datasets as tfds  # noqa: PLC0415
@@ -357,22 +351,6 @@ def train_batches(
     yield {
       "image": preprocessing.normalize_images(batch["image"].astype(np.float32), normalization),
       "mask": batch["mask"].astype(np.float32),
-    }
-
-
-def eval_batches(images, masks, *, batch_size: int, normalization: str = "raw"):
-  """Every example once; the last batch is padded and flagged by ``valid`` [b] (bool)."""
-  n = len(images)
-  for start in range(0, n, batch_size):
-    stop = min(start + batch_size, n)
-    pad = batch_size - (stop - start)
-    image = np.concatenate([images[start:stop], np.zeros((pad, *images.shape[1:]), images.dtype)])
-    mask = np.concatenate([masks[start:stop], np.zeros((pad, *masks.shape[1:]), masks.dtype)])
-    valid = np.arange(batch_size) < stop - start
-    yield {
-      "image": preprocessing.normalize_images(image, normalization),
-      "mask": mask.astype(np.float32),
-      "valid": valid,
     }
 
 

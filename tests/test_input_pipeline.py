@@ -141,13 +141,6 @@ def test_invalid_augmentation_values_are_named():
     input_pipeline.validate_data_config(c)
 
 
-def test_eval_batches_pad_the_last_batch_and_flag_it():
-  images, masks = _examples(n=5)
-  batches = list(input_pipeline.eval_batches(images, masks, batch_size=4))
-  assert [b["valid"].tolist() for b in batches] == [[True] * 4, [True, False, False, False]]
-  assert sum(int(b["valid"].sum()) for b in batches) == 5
-
-
 def _write_folder(root, n=6, size=(20, 24)):
   os.makedirs(root / "Tp")
   os.makedirs(root / "Gt")
