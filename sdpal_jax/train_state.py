@@ -48,14 +48,44 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
   raise ConfigError(f"optimizer.schedule={opt.schedule!r}; expected one of {', '.join(SCHEDULES)}.")
 
 
+def accumulation_steps(config: ml_collections.ConfigDict) -> int:
+  """``config.optimizer.accumulation_steps`` (1 when absent, e.g. in an older config)."""
+  k = config.optimizer.get("accumulation_steps", 1)
+  if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    raise ConfigError(f"optimizer.accumulation_steps={k!r}; must be an integer >= 1.")
+  return k
+
+
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """Adam (AdamW when ``optimizer.weight_decay``), optional global-norm clipping first.
 
   The release uses ``torch.optim.Adam(lr=1e-4)``: optax's ``adam`` has the
   same defaults (b1 0.9, b2 0.999, eps 1e-8 added outside the square root).
+
+  Gradient accumulation: with ``optimizer.accumulation_steps = k > 1`` the
+  whole chain is wrapped in ``optax.MultiSteps(every_k_schedule=k)``; each
+  ``train_step`` (a micro-batch of ``global_batch_size``) adds its gradient to
+  a running mean, and every k-th one applies clipping and Adam to the mean of
+  the k gradients, i.e. one update with the gradient of a batch k times as
+  large (exactly, for a loss that is a mean over examples and a network
+  without batch statistics; BatchNorm still normalises, and updates its
+  running statistics, per micro-batch). The other k - 1 calls leave the
+  parameters unchanged.
+
+  Steps: ``state.step``, ``num_train_steps``, ``optimizer.warmup_steps`` and
+  every ``*_every_steps`` count micro-batches (calls of ``train_step``), as the
+  training loop does. The learning rate changes once per optimizer update: the
+  update that ends at micro-step ``n * k + k - 1`` uses the schedule's value at
+  micro-step ``n * k`` (the first of its micro-batches), so a schedule spans
+  the whole run as configured (optax's inner count advances once per update;
+  it is scaled by k here). The training log's ``learning_rate`` at micro-step
+  m is the schedule at m, at most k - 1 micro-steps ahead of the value used.
+  A checkpoint's optimizer state depends on k: resume with the same k.
   """
   opt = config.optimizer
-  lr = learning_rate_schedule(config)
+  k = accumulation_steps(config)
+  micro_schedule = learning_rate_schedule(config)
+  lr = micro_schedule if k == 1 else (lambda count: micro_schedule(count * k))
   parts = []
   if opt.grad_clip:
     parts.append(optax.clip_by_global_norm(opt.grad_clip))
@@ -63,7 +93,10 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     parts.append(optax.adamw(lr, weight_decay=opt.weight_decay))
   else:
     parts.append(optax.adam(lr))
-  return optax.chain(*parts)
+  chain = optax.chain(*parts)
+  if k == 1:
+    return chain
+  return optax.MultiSteps(chain, every_k_schedule=k).gradient_transformation()
 
 
 def binary_cross_entropy(logits: jax.Array, masks: jax.Array, form: str = "logits") -> jax.Array:

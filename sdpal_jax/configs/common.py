@@ -45,6 +45,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.warmup_steps = 0
   c.optimizer.weight_decay = 0.0
   c.optimizer.grad_clip = 0.0
+  # Gradient accumulation: average the gradients of this many consecutive batches
+  # of global_batch_size before each update (optax.MultiSteps). Step counts
+  # (num_train_steps, warmup_steps, *_every_steps) stay in batches; see
+  # train_state.make_optimizer.
+  c.optimizer.accumulation_steps = 1
   c.loss = ml_collections.ConfigDict()
   c.loss.form = "logits"  # logits (stable BCE-with-logits) | release (sigmoid, then clamped BCE)
   c.loss.dice_weight = 0.0
@@ -67,4 +72,8 @@ def base_config() -> ml_collections.ConfigDict:
   # `sdpal-convert --kind backbone --output_dir DIR` wrote (DIR or DIR/backbone).
   c.init_from = ""
   c.profile_steps = 0
+  # jax_default_matmul_precision for the run (train.train_and_evaluate sets it): "default"
+  # (TF32 on Ampere/Hopper GPUs, bfloat16 passes on TPUs, float32 on CPUs), "tensorfloat32",
+  # "highest" (full float32 matmuls and convolutions), ...
+  c.matmul_precision = "default"
   return c
