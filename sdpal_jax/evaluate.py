@@ -1,10 +1,15 @@
 """Evaluates checkpoints on forgery datasets and writes F1/AUC tables.
 
-  python -m sdpal_jax.evaluate --workdir DIR[,DIR...] [--labels A,B] \\
+  python -m sdpal_jax.evaluate --workdir DIR[,DIR...] [--labels A,B] [--step N|all] \\
       --datasets SPEC[,SPEC...] [--protocol dataset|image|best|all] \\
-      [--resolution native|release] [--output_dir OUT] \\
-      [--perturb jpeg:50,70,90 blur:1,2,3 noise:3,7 resize:0.5,0.75] \\
+      [--resolution native|release] [--full_resolution [--tile_size PX]] \\
+      [--threshold 0.5] [--image_score top1|topP|max|mean|area] [--output_dir OUT] \\
+      [--perturb jpeg:50,70,90 blur:1,2,3 noise:3,7 resize:0.5,0.75 | benco] \\
       [--figures] [--num_examples N] [--batch_size B] [--max_examples N]
+
+A SPEC may be IMDL-BenCo's ``test_datasets.json`` (``{name: path}``): each
+entry becomes a dataset of its own, named by its key
+(``sdpal_jax.datasets.sources.expand_spec``).
 
 Prints the table(s) and writes into OUT (default ``DIR/evaluation`` of the
 first DIR):
@@ -21,6 +26,11 @@ first DIR):
 - ``results.md|csv|tex``: rows = checkpoints, columns = datasets x (AUC, F1),
   in percent (``results_<protocol>.*`` for each protocol with ``all``).
 - ``robustness_<kind>.md|csv|tex`` per perturbation kind.
+- ``per_image.csv`` (unless ``--noper_image``): one row per scored image of
+  every checkpoint x dataset x perturbation (``reporting.PER_IMAGE_COLUMNS``:
+  name, tampered, image score, pixel F1 / precision / recall / IoU at the
+  threshold, the map's AUC and best F1, ...), sorted as scored, to find the
+  failures behind a number.
 - with ``--figures``: ``figures/<dataset>_roc.png``, ``<dataset>_pr.png`` and
   ``<label>_<dataset>_examples.png`` (image | ground truth | probability | overlay).
 
@@ -36,6 +46,19 @@ Resolution: ``native`` (default) scores each photo at its own size (the
 predictor resizes its output back); ``release`` resizes photo and mask to the
 checkpoint's ``preprocess.image_size`` first (the SDPAL release scores
 256x256 maps against masks resized with bilinear + ``> 128``).
+``--full_resolution`` feeds the network each photo at its own size, in
+``--tile_size`` tiles above that size, exactly as ``predict --full_resolution``
+(both through ``Predictor.from_checkpoint(full_resolution=, tile_size=)``).
+
+Checkpoints: each ``--workdir`` is scored at its best (else latest) step;
+``--step N`` picks step N of every workdir (row ``DIR@N``), ``--step all``
+scores every saved step (``checkpoint.saved_steps``), one row ``DIR@STEP`` each.
+
+Decisions: ``--threshold`` (default 0.5) is the probability above which a
+pixel, and the score above which an image, is called tampered;
+``--image_score`` picks how an image's score comes from its map
+(``sdpal_jax.metrics.image_score_fn``). ``docs/metrics.md`` says which
+protocol each paper's numbers use.
 """
 
 from __future__ import annotations
@@ -60,13 +83,71 @@ from sdpal_jax.evaluator import (
 __all__ = ["EvaluationError", "evaluate_datasets"]
 
 
-def _open_predictor(workdir: str) -> PredictorLike:
+def _open_predictor(workdir: str, step: int | None = None, **options) -> PredictorLike:
+  """``Predictor.from_checkpoint`` (``options``: full_resolution, tile_size, tile_overlap)."""
   try:
     from sdpal_jax.inference import Predictor  # noqa: PLC0415 (pulls in JAX and the model)
 
-    return Predictor.from_checkpoint(workdir)
+    return Predictor.from_checkpoint(workdir, step=step, **options)
   except ImportError as e:
     raise SdpalError(f"cannot load checkpoint {workdir}: a package module is missing ({e}).") from e
+
+
+def _saved_steps(workdir: str) -> list[int]:
+  from sdpal_jax import checkpoint  # noqa: PLC0415 (orbax)
+
+  if not os.path.isdir(workdir):
+    raise SdpalError(f"{workdir}: no such checkpoint directory.")
+  return checkpoint.saved_steps(workdir)
+
+
+def parse_step(step: int | str | None) -> int | str | None:
+  """``None`` (best, else latest), an int, or ``"all"``; ConfigError otherwise."""
+  if step is None or step == "" or step == "all":
+    return step or None
+  try:
+    value = int(step)
+  except (TypeError, ValueError):
+    raise ConfigError(f"--step={step!r}; expected a step number or 'all'.") from None
+  if value < 0:
+    raise ConfigError(f"--step={step!r}; expected a step number >= 0 or 'all'.")
+  return value
+
+
+def checkpoint_runs(workdirs, labels, step) -> list[tuple[str, Any, int | None]]:
+  """``(row label, workdir or predictor, step)`` for each checkpoint to score.
+
+  With ``step`` None: one row per workdir, labelled as given. With a number:
+  that step of each workdir, labelled ``LABEL@STEP``. With ``"all"``: every
+  saved step of each workdir, ascending, ``LABEL@STEP`` each. Predictors
+  passed directly are used as they are.
+  """
+  runs = []
+  for label, workdir in zip(labels, workdirs, strict=True):
+    if step is None or not isinstance(workdir, str):
+      runs.append((label, workdir, None))
+    elif step == "all":
+      steps = _saved_steps(workdir)
+      if not steps:
+        raise SdpalError(f"{workdir}: --step=all, but it has no saved checkpoint step.")
+      runs += [(f"{label}@{s}", workdir, s) for s in steps]
+    else:
+      runs.append((f"{label}@{step}", workdir, int(step)))
+  return runs
+
+
+def expand_specs(specs) -> list[str | tuple[str, Any]]:
+  """Each IMDL-BenCo ``{name: path}`` JSON in ``specs`` becomes ``(name, path)`` per entry."""
+  from sdpal_jax.datasets import sources  # noqa: PLC0415
+
+  expanded: list[str | tuple[str, Any]] = []
+  for spec in specs:
+    if not isinstance(spec, str):
+      expanded.append(spec)
+      continue
+    for name, path in sources.expand_spec(spec):
+      expanded.append(spec if (name, path) == (spec, spec) else (name, path))
+  return expanded
 
 
 def _default_label(workdir: Any, index: int) -> str:
@@ -91,14 +172,22 @@ def evaluate_datasets(
   histogram_bins: int | None = None,
   progress: bool = True,
   verbose: bool = True,
+  threshold: float = metrics_lib.THRESHOLD,
+  image_score: str = metrics_lib.DEFAULT_IMAGE_SCORE,
+  step: int | str | None = None,
+  full_resolution: bool = False,
+  tile_size: int = 2048,
+  tile_overlap: int | None = None,
+  per_image: bool = True,
 ) -> dict[str, Any]:
   """Scores every checkpoint on every dataset; writes tables when ``output_dir`` is set.
 
   Args:
     workdirs: checkpoint directories, or ready predictors (anything with
       ``predict_probabilities`` and ``preprocess_config``).
-    specs: dataset SPECs (see ``sdpal_jax.datasets.sources.open_source``), or
-      ``(name, source)`` pairs where ``source`` is a re-iterable of
+    specs: dataset SPECs (see ``sdpal_jax.datasets.sources.open_source``; an
+      IMDL-BenCo ``{name: path}`` JSON expands to its entries), ``(name, SPEC)``,
+      or ``(name, source)`` pairs where ``source`` is a re-iterable of
       ``{"image", "mask", "tampered", "name"}`` dicts.
     labels: row labels, one per workdir (default: directory names).
     protocol: ``dataset`` | ``image`` | ``best`` | ``all`` (``sdpal_jax.metrics``).
@@ -109,6 +198,13 @@ def evaluate_datasets(
     batch_size: images per model call (consecutive images of equal size).
     max_examples: score at most this many items per dataset.
     histogram_bins: None for the exact pooled AUC, else the fixed-memory histogram.
+    threshold: pixel and image decision threshold (tampered iff greater).
+    image_score: image-level score rule (``sdpal_jax.metrics.image_score_fn``).
+    step: None (best, else latest), a step number, or ``"all"`` (every saved
+      step); rows are then labelled ``LABEL@STEP``.
+    full_resolution / tile_size / tile_overlap: as ``predict``'s flags
+      (``Predictor.from_checkpoint``).
+    per_image: write ``per_image.csv`` into ``output_dir``.
 
   Returns:
     ``{spec: metrics}`` for one workdir, ``{label: {spec: metrics}}`` for several.
@@ -125,6 +221,15 @@ def evaluate_datasets(
     raise ConfigError(f"--batch_size={batch_size}; must be at least 1.")
   if labels is not None and len(labels) != len(workdirs):
     raise ConfigError(f"--labels has {len(labels)} names for {len(workdirs)} workdirs.")
+  step = parse_step(step)
+  if not 0.0 <= float(threshold) < 1.0:
+    raise ConfigError(f"--threshold={threshold}; must be in [0, 1).")
+  try:
+    metrics_lib.image_score_fn(image_score, threshold)
+  except ValueError as e:
+    raise ConfigError(f"--image_score: {e}") from None
+  if tile_size < 0:
+    raise ConfigError(f"--tile_size={tile_size}; must be >= 0 (0: never tile).")
   protocols = list(metrics_lib.PROTOCOLS) if protocol == "all" else [protocol]
   primary = protocols[0]
   parsed_perturbations = [
@@ -135,13 +240,28 @@ def evaluate_datasets(
   labels = reporting.unique_names(
     list(labels) if labels is not None else [_default_label(w, i) for i, w in enumerate(workdirs)]
   )
-  named_specs = [(s, None) if isinstance(s, str) else (str(s[0]), s[1]) for s in specs]
+  runs = checkpoint_runs(workdirs, labels, step)
+  labels = reporting.unique_names([label for label, _, _ in runs])
+  specs = expand_specs(specs)
+  spec_names = reporting.unique_names([s if isinstance(s, str) else str(s[0]) for s in specs])
+  named_specs = [
+    (name, (None if name == s else s) if isinstance(s, str) else s[1])
+    for name, s in zip(spec_names, specs, strict=True)
+  ]
+  predictor_options = {
+    "full_resolution": full_resolution,
+    "tile_size": tile_size,
+    "tile_overlap": tile_overlap,
+  }
 
   def evaluator(spec, given_source, perturbation):
     clean = perturbation is None
     return Evaluator(
       spec if given_source is None else (spec, given_source),
       protocol=protocol,
+      threshold=threshold,
+      image_score=image_score,
+      per_image=per_image and bool(output_dir),
       resolution=resolution,
       perturbation=perturbation,
       batch_size=batch_size,
@@ -155,14 +275,24 @@ def evaluate_datasets(
   results: dict[str, dict[str, Any]] = {}
   curves: dict[str, dict[str, tuple]] = {}
   grids: list[tuple[str, str, list]] = []
-  for label, workdir in zip(labels, workdirs, strict=True):
-    predictor = _open_predictor(workdir) if isinstance(workdir, str) else workdir
+  image_rows: list[dict[str, Any]] = []
+  for label, (_, workdir, run_step) in zip(labels, runs, strict=True):
+    predictor = (
+      _open_predictor(workdir, run_step, **predictor_options)
+      if isinstance(workdir, str)
+      else workdir
+    )
     results[label] = {}
     for spec, given_source in named_specs:
       per_run = {}
       for perturbation in [None, *parsed_perturbations]:
         runner = evaluator(spec, given_source, perturbation)
         per_run[perturbation] = runner.run(predictor)
+        condition = "clean" if perturbation is None else perturbation.name
+        image_rows += [
+          {"model": label, "dataset": spec, "perturbation": condition, **row}
+          for row in runner.per_image
+        ]
         if perturbation is None and figures:
           curves.setdefault(spec, {})[label] = runner.curves.counts()
           grids.append((label, spec, runner.examples))
@@ -172,16 +302,17 @@ def evaluate_datasets(
       metrics = per_run.pop(None)
       if per_run:
         metrics["robustness"] = {
-          p.name: {k: v for k, v in m.items() if k not in ("protocols", "timing")}
+          p.name: {k: v for k, v in m.items() if k not in ("protocols", "timing", "notes")}
           for p, m in per_run.items()
         }
       results[label][spec] = metrics
 
-  spec_names = [s for s, _ in named_specs]
   if output_dir:
     _write_outputs(
       results, output_dir, spec_names, protocols, parsed_perturbations, labels, verbose
     )
+    if per_image:
+      reporting.write_per_image_csv(os.path.join(output_dir, "per_image.csv"), image_rows)
     if figures:
       _write_figures(output_dir, curves, grids)
   elif verbose:
@@ -272,12 +403,43 @@ def _define_flags() -> None:
 
   flags.DEFINE_list("workdir", None, "Checkpoint directories (training workdirs or converted).")
   flags.DEFINE_list("labels", None, "Row labels, one per workdir (default: directory names).")
-  flags.DEFINE_list("datasets", None, "Dataset SPECs: tfds name[:split], .lst, .json, or folder.")
+  flags.DEFINE_string(
+    "step", None, "Checkpoint step: N, or 'all' (every saved step, one row DIR@STEP each)."
+  )
+  flags.DEFINE_list(
+    "datasets",
+    None,
+    "Dataset SPECs: tfds name[:split] (split slices: test[:50], test+validation), .lst, "
+    ".json (IMDL-BenCo list, or its test_datasets.json {name: path}: one dataset per entry), "
+    "or a Tp/+Gt/ folder.",
+  )
+  flags.DEFINE_float(
+    "threshold", metrics_lib.THRESHOLD, "Pixel and image decision threshold (tampered iff >)."
+  )
+  flags.DEFINE_string(
+    "image_score",
+    metrics_lib.DEFAULT_IMAGE_SCORE,
+    "Image-level score: top1 (mean of the top 1% of pixels), topP (P percent), max, mean, "
+    "area (fraction above --threshold).",
+  )
+  flags.DEFINE_bool(
+    "full_resolution", False, "Feed photos at their own size (as predict --full_resolution)."
+  )
+  flags.DEFINE_integer(
+    "tile_size", 2048, "With --full_resolution: photos larger than this go in tiles (0: never)."
+  )
+  flags.DEFINE_integer(
+    "tile_overlap", None, "Pixels shared by neighbouring tiles (default tile_size/8)."
+  )
+  flags.DEFINE_bool("per_image", True, "Write per_image.csv (one row per scored image).")
   flags.DEFINE_enum("protocol", "dataset", PROTOCOL_CHOICES, "Metric protocol.")
   flags.DEFINE_enum("resolution", "native", RESOLUTIONS, "Score at native or release size.")
   flags.DEFINE_string("output_dir", None, "Where tables go (default: FIRST_WORKDIR/evaluation).")
   flags.DEFINE_multi_string(
-    "perturb", [], "Robustness perturbations, e.g. --perturb jpeg:50,70,90 blur:1,2,3 noise:3,7."
+    "perturb",
+    [],
+    "Robustness perturbations, e.g. --perturb jpeg:50,70,90 blur:1,2,3 noise:3,7; IMDL-BenCo's "
+    "parameters blur_k:3,7 (kernel size) noise_var:3,7 (variance); 'benco': its whole grid.",
   )
   flags.DEFINE_bool("figures", False, "Write ROC/PR curves and a qualitative grid.")
   flags.DEFINE_integer("num_examples", 4, "Rows of the qualitative grid.")
@@ -293,7 +455,7 @@ def main(argv: Sequence[str]) -> None:
   flag_values = flags.FLAGS
   # ``--perturb jpeg:50 blur:1`` leaves ``blur:1`` as a positional argument.
   extra = list(argv[1:])
-  unexpected = [a for a in extra if a.split(":")[0] not in perturbations_lib.KINDS]
+  unexpected = [a for a in extra if not perturbations_lib.is_perturbation_token(a)]
   if unexpected:
     raise SdpalError(f"unexpected arguments {unexpected}; see --help.")
   output_dir = flag_values.output_dir or os.path.join(flag_values.workdir[0], "evaluation")
@@ -310,6 +472,13 @@ def main(argv: Sequence[str]) -> None:
     batch_size=flag_values.batch_size,
     max_examples=flag_values.max_examples,
     histogram_bins=flag_values.histogram_bins or None,
+    threshold=flag_values.threshold,
+    image_score=flag_values.image_score,
+    step=flag_values.step,
+    full_resolution=flag_values.full_resolution,
+    tile_size=flag_values.tile_size,
+    tile_overlap=flag_values.tile_overlap,
+    per_image=flag_values.per_image,
   )
   print(f"\nWrote {output_dir}/results.json")
 

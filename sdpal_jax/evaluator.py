@@ -89,16 +89,23 @@ def check_item(item: dict[str, Any]) -> str | None:
 class _Accumulation:
   """Accumulators, timing and bookkeeping of one ``Evaluator.run``."""
 
-  def __init__(self, protocols, histogram_bins, want_curves, num_examples):
-    self.accumulators = {
-      p: metrics_lib.make_accumulator(p, histogram_bins=histogram_bins) for p in protocols
-    }
+  def __init__(
+    self,
+    protocols,
+    histogram_bins,
+    want_curves,
+    num_examples,
+    *,
+    threshold=metrics_lib.THRESHOLD,
+    image_score=metrics_lib.DEFAULT_IMAGE_SCORE,
+    per_image=False,
+  ):
+    options = {"histogram_bins": histogram_bins, "threshold": threshold, "image_score": image_score}
+    self.accumulators = {p: metrics_lib.make_accumulator(p, **options) for p in protocols}
     self.curves = None
     if want_curves:
       pooled = [a for p, a in self.accumulators.items() if p != "image"]
-      self.curves = (
-        pooled[0] if pooled else metrics_lib.DatasetMetrics(histogram_bins=histogram_bins)
-      )
+      self.curves = pooled[0] if pooled else metrics_lib.DatasetMetrics(**options)
       if not pooled:
         self.accumulators["_curves"] = self.curves
     self.num_examples = num_examples
@@ -107,6 +114,9 @@ class _Accumulation:
     self.model_seconds = 0.0
     self.metrics_seconds = 0.0
     self.num_scored = 0
+    self.threshold = threshold
+    self.image_score = image_score
+    self.per_image: list[dict[str, Any]] | None = [] if per_image else None
 
   def score(self, predictor: PredictorLike, batch: list[_Example]) -> None:
     if not batch:
@@ -118,6 +128,22 @@ class _Accumulation:
     for example, prob in zip(batch, probs, strict=True):
       for accumulator in self.accumulators.values():
         accumulator.update(prob, example.mask, tampered=example.tampered)
+      if self.per_image is not None:
+        record = metrics_lib.per_image_record(
+          prob, example.mask, threshold=self.threshold, image_score=self.image_score
+        )
+        score = record.pop("image_score")
+        self.per_image.append(
+          {
+            "name": example.name,
+            "tampered": example.tampered,
+            "image_score": score,
+            "image_prediction": score > self.threshold,
+            **record,
+            "height": int(example.mask.shape[0]),
+            "width": int(example.mask.shape[1]),
+          }
+        )
     self.metrics_seconds += time.perf_counter() - start
     self.num_scored += len(batch)
     for example, prob in zip(batch, probs, strict=True):
@@ -153,8 +179,10 @@ class Evaluator:
 
   Args:
     dataset: a dataset SPEC (tfds ``name[:split]``, ``.lst``, ``.json``, ``Tp/``+``Gt/``
-      folder; see ``sdpal_jax.datasets.sources``), or ``(name, items)`` where
-      ``items`` is a re-iterable of ``{"image", "mask", "tampered", "name"}`` dicts.
+      folder; see ``sdpal_jax.datasets.sources``), ``(name, SPEC)`` to report a
+      SPEC under another name (an entry of IMDL-BenCo's ``test_datasets.json``),
+      or ``(name, items)`` where ``items`` is a re-iterable of
+      ``{"image", "mask", "tampered", "name"}`` dicts.
     protocol: ``dataset`` | ``image`` | ``best`` | ``all`` (``sdpal_jax.metrics``);
       with ``all`` the result holds the ``dataset`` numbers and every protocol's
       under ``"protocols"``.
@@ -172,6 +200,12 @@ class Evaluator:
       repeated validation); otherwise the source is read again on each run.
     data_dir: the tfds data directory for tfds SPECs (None: tfds' default).
     progress: show a progress bar.
+    threshold: a pixel (and an image, by its score) is called tampered iff its
+      probability (score) is greater than this.
+    image_score: the image-level score rule (``sdpal_jax.metrics.image_score_fn``:
+      ``top1``, ``topP``, ``max``, ``mean``, ``area``).
+    per_image: keep one row of numbers per scored image (``per_image`` after
+      ``run``; ``sdpal_jax.metrics.per_image_record``).
   """
 
   def __init__(
@@ -189,6 +223,9 @@ class Evaluator:
     cache: bool = False,
     data_dir: str | None = None,
     progress: bool = False,
+    threshold: float = metrics_lib.THRESHOLD,
+    image_score: str = metrics_lib.DEFAULT_IMAGE_SCORE,
+    per_image: bool = False,
   ):
     if protocol not in PROTOCOL_CHOICES:
       raise ConfigError(f"protocol={protocol!r}; expected one of {', '.join(PROTOCOL_CHOICES)}.")
@@ -196,10 +233,23 @@ class Evaluator:
       raise ConfigError(f"resolution={resolution!r}; expected one of {', '.join(RESOLUTIONS)}.")
     if batch_size < 1:
       raise ConfigError(f"batch_size={batch_size}; must be at least 1.")
+    if not 0.0 <= float(threshold) < 1.0:
+      raise ConfigError(f"threshold={threshold}; must be in [0, 1).")
+    try:
+      metrics_lib.image_score_fn(image_score, threshold)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+    self._spec: str | None = None
     if isinstance(dataset, str):
-      self.name, self._source = dataset, None
+      self.name, self._spec, self._source = dataset, dataset, None
+    elif isinstance(dataset[1], str):
+      self.name, self._spec, self._source = str(dataset[0]), dataset[1], None
     else:
       self.name, self._source = str(dataset[0]), dataset[1]
+    self.threshold = float(threshold)
+    self.image_score = image_score
+    self.per_image_wanted = per_image
+    self.per_image: list[dict[str, Any]] = []  # of the last run, with per_image
     self.protocols = list(metrics_lib.PROTOCOLS) if protocol == "all" else [protocol]
     self.resolution = resolution
     self.perturbation = perturbation
@@ -212,6 +262,7 @@ class Evaluator:
     self.data_dir = data_dir
     self.progress = progress
     self._cached: tuple[list[dict[str, Any]], list[dict[str, str]]] | None = None
+    self._notes: list[str] = []
     self.examples: list[dict[str, np.ndarray]] = []  # of the last run
     self.curves: metrics_lib._Accumulator | None = None  # of the last run
 
@@ -229,6 +280,10 @@ class Evaluator:
       data_config.dataset, data_config.eval_split
     )
     kwargs.setdefault("data_dir", data_config.get("data_dir"))
+    kwargs.setdefault("threshold", float(eval_config.get("threshold", metrics_lib.THRESHOLD)))
+    kwargs.setdefault(
+      "image_score", eval_config.get("image_score", metrics_lib.DEFAULT_IMAGE_SCORE)
+    )
     return cls(
       dataset,
       protocol=eval_config.get("protocol", "dataset"),
@@ -242,7 +297,7 @@ class Evaluator:
     """(items, skipped-by-the-source or None when the source reports them itself)."""
     if self._cached is not None:
       return self._cached
-    source = self._source if self._source is not None else open_source(self.name, self.data_dir)
+    source = self._source if self._source is not None else open_source(self._spec, self.data_dir)
     if not self.cache:
       return source, None
     items = []
@@ -253,6 +308,7 @@ class Evaluator:
     skipped = [
       {"path": str(path), "reason": str(reason)} for path, reason in getattr(source, "skipped", [])
     ]
+    self._notes = list(getattr(source, "notes", []))
     self._cached = (items, skipped)
     return self._cached
 
@@ -264,8 +320,17 @@ class Evaluator:
 
   def run(self, predictor: PredictorLike) -> dict[str, Any]:
     """Metrics of ``predictor`` on the dataset (fractions in [0, 1]; see the module doc)."""
-    state = _Accumulation(self.protocols, self.histogram_bins, self.want_curves, self.num_examples)
+    state = _Accumulation(
+      self.protocols,
+      self.histogram_bins,
+      self.want_curves,
+      self.num_examples,
+      threshold=self.threshold,
+      image_score=self.image_score,
+      per_image=self.per_image_wanted,
+    )
     items, source_skipped = self._items()
+    notes = self._notes if self._cached is not None else list(getattr(items, "notes", []))
     release_size = None
     if self.resolution == "release":
       release_size = predictor.preprocess_config.image_size
@@ -329,4 +394,8 @@ class Evaluator:
         len(state.skipped),
       )
     self.examples, self.curves = state.examples, state.curves
-    return state.result(self.protocols[0], self.name + suffix)
+    self.per_image = state.per_image or []
+    result = state.result(self.protocols[0], self.name + suffix)
+    if notes:
+      result["notes"] = notes
+    return result

@@ -40,11 +40,26 @@ is.
   the split (from the same count tables as the pooled AUC).
   ``pixel_auc`` is the pooled AUC (threshold-free, as in ``dataset``).
 
-Image-level detection (in every protocol's result): the score of an image is
-the mean of its top 1% pixel probabilities (``detection_score``; the maximum
-alone follows a single noisy pixel); ``image_auc`` is the AUC of that score
-for tampered vs authentic images and ``image_balanced_accuracy`` the mean of
-the two class recalls at threshold 0.5 (score > 0.5 means tampered).
+Image-level detection (in every protocol's result): each image gets one score
+from its probability map by a selectable rule (``image_score_fn``): ``top1``
+(default, ``detection_score``), the mean of its top 1% pixel probabilities
+(the maximum alone follows a single noisy pixel); ``topP`` for another
+percentage; ``max``, the largest probability (the global max pooling
+MVSS-Net uses for its image label, ``IMDLBenCo/model_zoo/mvss_net/mvssnet.py``);
+``mean``; and ``area``, the fraction of pixels above the threshold. An image
+is called tampered iff its score is greater than the threshold (0.5 unless
+set), as IMDL-BenCo's ``ImageF1`` / ``ImageAccuracy`` do
+(``IMDLBenCo/evaluation/F1.py``, ``Accuracy.py``). ``image_auc`` is the ROC AUC
+of the scores for tampered vs authentic images, ``image_f1`` the F1 of the
+tampered class, ``image_accuracy`` the fraction of images called right and
+``image_balanced_accuracy`` the mean of the two class recalls; each equals
+scikit-learn's (``roc_auc_score``, ``f1_score(zero_division=0)``,
+``accuracy_score``, ``balanced_accuracy_score``; tests/test_benco_compat.py).
+
+Per image (``per_image_record``, the rows of ``evaluate``'s
+``per_image.csv``): the image score, the pixel F1 / precision / recall / IoU
+at the threshold (as ``image`` computes them), the AUC and the best-threshold
+F1 of that one map, so that failures can be found image by image.
 
 All metric values are fractions in [0, 1].
 """
@@ -350,6 +365,85 @@ def detection_score(probs: np.ndarray, top_fraction: float = DETECTION_TOP_FRACT
   return float(np.mean(np.partition(flat, flat.size - k)[flat.size - k :]))
 
 
+DEFAULT_IMAGE_SCORE = "top1"
+IMAGE_SCORE_RULES = ("top1", "topP (P percent, e.g. top5, top0.1)", "max", "mean", "area")
+
+
+def image_score_fn(rule: str = DEFAULT_IMAGE_SCORE, threshold: float = THRESHOLD):
+  """The image-level score rule ``rule`` as ``probabilities (any shape) -> float``.
+
+  ``topP``: mean of the top P percent of the pixels (``top1`` is
+  ``detection_score``); ``max``; ``mean``; ``area``: fraction of pixels whose
+  probability is greater than ``threshold``. An empty map scores 0.
+  """
+  rule = str(rule).strip().lower()
+  if rule == "max":
+    fn = np.max
+  elif rule == "mean":
+    fn = np.mean
+  elif rule == "area":
+
+    def fn(flat):
+      return np.mean(flat > threshold)
+
+  elif rule.startswith("top"):
+    try:
+      percent = float(rule[3:])
+    except ValueError:
+      percent = float("nan")
+    if not 0 < percent <= 100:
+      raise ValueError(
+        f"image score {rule!r}: expected one of {', '.join(IMAGE_SCORE_RULES)}; topP needs "
+        "0 < P <= 100."
+      )
+
+    def fn(flat):
+      return detection_score(flat, percent / 100)
+
+  else:
+    raise ValueError(f"image score {rule!r}: expected one of {', '.join(IMAGE_SCORE_RULES)}.")
+
+  def score(probs) -> float:
+    flat = np.asarray(probs, np.float32).reshape(-1)
+    return float(fn(flat)) if flat.size else 0.0
+
+  score.rule = rule
+  return score
+
+
+def per_image_record(
+  probs: np.ndarray,
+  mask: np.ndarray,
+  *,
+  threshold: float = THRESHOLD,
+  image_score: str = DEFAULT_IMAGE_SCORE,
+) -> dict[str, float]:
+  """One image's numbers (a row of ``per_image.csv``); NaN where a number is undefined.
+
+  ``pixel_f1`` / ``pixel_precision`` / ``pixel_recall`` / ``pixel_iou`` are
+  those the ``image`` protocol averages (0 for an empty denominator, as
+  scikit-learn's ``zero_division=0``); ``pixel_auc`` and ``pixel_best_f1`` are
+  NaN for a map with one class only (e.g. an authentic image).
+  """
+  scores, labels = _as_scores_and_labels(probs, mask, True)
+  values, positives, negatives = value_counts(scores, labels)
+  c = ConfusionCounts.from_value_counts(values, positives, negatives, threshold)
+  has_positive = bool(c.tp + c.fn)
+  return {
+    "image_score": image_score_fn(image_score, threshold)(scores),
+    "pixel_f1": f1_score_exact(c),
+    "pixel_precision": c.tp / (c.tp + c.fp) if c.tp + c.fp else 0.0,
+    "pixel_recall": c.tp / (c.tp + c.fn) if has_positive else 0.0,
+    "pixel_iou": c.tp / (c.tp + c.fp + c.fn) if c.tp + c.fp + c.fn else 0.0,
+    "pixel_auc": auc_from_counts(positives, negatives),
+    "pixel_best_f1": (
+      best_f1_from_counts(values, positives, negatives)[0] if has_positive else float("nan")
+    ),
+    "true_fraction": (c.tp + c.fn) / max(labels.size, 1),
+    "predicted_fraction": (c.tp + c.fp) / max(labels.size, 1),
+  }
+
+
 def balanced_accuracy(predicted: np.ndarray, labels: np.ndarray) -> float:
   """Mean recall over the classes present in ``labels`` (as scikit-learn's)."""
   predicted = np.asarray(predicted, bool)
@@ -363,7 +457,7 @@ def balanced_accuracy(predicted: np.ndarray, labels: np.ndarray) -> float:
 
 
 class DetectionMetrics:
-  """Image-level tampered-vs-authentic detection from per-image scores."""
+  """Image-level tampered-vs-authentic detection from per-image scores (score > threshold)."""
 
   def __init__(self, threshold: float = THRESHOLD):
     self.threshold = threshold
@@ -386,9 +480,17 @@ class DetectionMetrics:
           "image-level AUC needs tampered and authentic images; got "
           f"{num_tampered} tampered of {labels.size}: image_auc set to 0.5."
         )
+    predicted = scores > self.threshold
+    tp = int(np.count_nonzero(predicted & labels))
+    fp = int(np.count_nonzero(predicted & ~labels))
+    fn = num_tampered - tp
     return {
       "image_auc": auc,
-      "image_balanced_accuracy": balanced_accuracy(scores > self.threshold, labels),
+      "image_f1": f1_score_exact(ConfusionCounts(tp=tp, fp=fp, fn=fn)),
+      "image_precision": tp / (tp + fp) if tp + fp else 0.0,
+      "image_recall": tp / num_tampered if num_tampered else 0.0,
+      "image_accuracy": float(np.mean(predicted == labels)) if labels.size else float("nan"),
+      "image_balanced_accuracy": balanced_accuracy(predicted, labels),
       "num_images": int(labels.size),
       "num_tampered_images": num_tampered,
     }
@@ -404,8 +506,14 @@ class _Accumulator:
 
   protocol = ""
 
-  def __init__(self, threshold: float = THRESHOLD, histogram_bins: int | None = None):
+  def __init__(
+    self,
+    threshold: float = THRESHOLD,
+    histogram_bins: int | None = None,
+    image_score: str = DEFAULT_IMAGE_SCORE,
+  ):
     self.threshold = threshold
+    self.image_score = image_score_fn(image_score, threshold)
     self.detection = DetectionMetrics(threshold)
     self.table = (
       ExactScoreTable() if histogram_bins is None else HistogramScoreTable(histogram_bins)
@@ -425,7 +533,7 @@ class _Accumulator:
     scores, labels = _as_scores_and_labels(probs, mask, valid)
     if tampered is None:
       tampered = bool(labels.any())
-    self.detection.update(detection_score(scores) if scores.size else 0.0, tampered)
+    self.detection.update(self.image_score(scores), tampered)
     self._update_pixels(scores, labels)
 
   def _update_pixels(self, scores, labels) -> None:
@@ -447,7 +555,13 @@ class _Accumulator:
     return auc
 
   def result(self) -> dict[str, Any]:
-    return {"protocol": self.protocol, **self._pixel_result(), **self.detection.result()}
+    return {
+      "protocol": self.protocol,
+      **self._pixel_result(),
+      **self.detection.result(),
+      "threshold": self.threshold,
+      "image_score": self.image_score.rule,
+    }
 
   def _pixel_result(self) -> dict[str, Any]:
     raise NotImplementedError
@@ -458,8 +572,8 @@ class DatasetMetrics(_Accumulator):
 
   protocol = "dataset"
 
-  def __init__(self, threshold: float = THRESHOLD, histogram_bins: int | None = None):
-    super().__init__(threshold, histogram_bins)
+  def __init__(self, threshold: float = THRESHOLD, histogram_bins: int | None = None, **kwargs):
+    super().__init__(threshold, histogram_bins, **kwargs)
     self.confusion = ConfusionCounts()
 
   def _update_pixels(self, scores, labels) -> None:
@@ -489,8 +603,8 @@ class ImageMetrics(_Accumulator):
 
   protocol = "image"
 
-  def __init__(self, threshold: float = THRESHOLD, histogram_bins: int | None = None):
-    super().__init__(threshold, histogram_bins)
+  def __init__(self, threshold: float = THRESHOLD, histogram_bins: int | None = None, **kwargs):
+    super().__init__(threshold, histogram_bins, **kwargs)
     self.f1: list[float] = []
     self.auc: list[float] = []
     self.precision: list[float] = []
@@ -542,8 +656,8 @@ class BestThresholdMetrics(_Accumulator):
 
   protocol = "best"
 
-  def __init__(self, threshold: float = THRESHOLD, histogram_bins: int | None = None):
-    super().__init__(threshold, histogram_bins)
+  def __init__(self, threshold: float = THRESHOLD, histogram_bins: int | None = None, **kwargs):
+    super().__init__(threshold, histogram_bins, **kwargs)
     self.best_f1: list[float] = []
 
   def _update_pixels(self, scores, labels) -> None:

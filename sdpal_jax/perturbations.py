@@ -18,6 +18,30 @@ it with explicit parameters (IMDL-BenCo passes albumentations' parameters):
 - ``resize:SCALE`` — bilinear downscale by SCALE then back up to the original
   size (common in social-network robustness studies; not in IMDL-BenCo).
 
+IMDL-BenCo's own parameters are accepted too and converted by the rules above:
+
+- ``blur_k:K`` — blur with IMDL-BenCo's kernel size K (odd), i.e.
+  ``blur:SIGMA`` with SIGMA = 0.3 * ((K - 1) / 2 - 1) + 0.8: albumentations
+  1.3.0 (IMDL-BenCo's pinned version, ``requirements.txt``) passes sigma 0 to
+  ``cv2.GaussianBlur``, which derives sigma from the kernel size by that rule
+  (``albumentations/augmentations/blur/transforms.py``, ``GaussianBlur``).
+  The sigma is the same; the kernel is not cut at the same place (OpenCV:
+  radius (K - 1) / 2; ours: floor(3 SIGMA + 0.5), one pixel wider for K < 23)
+  and OpenCV reflects borders without repeating the edge pixel (``dcb|abcd``,
+  ours ``cba|abcd``), so the pixels differ slightly, mostly at the borders.
+- ``noise_var:V`` — IMDL-BenCo's ``var_limit=(V, V)``: albumentations draws
+  N(0, V) noise, standard deviation sqrt(V) in 0..255 units, per channel
+  (``GaussNoise`` in ``albumentations/augmentations/transforms.py``), i.e.
+  ``noise:sqrt(V)``. albumentations truncates to uint8 after clipping; we round.
+- ``benco`` — IMDL-BenCo's whole robustness grid (``BENCO_GRID``), the lists
+  in ``IMDLBenCo/training_scripts/test_robust.py``: ``blur_k:3,7,11,15,19,23``
+  (its 0 is the clean run), ``noise_var:3,7,11,15,19,23`` and
+  ``jpeg:50,60,70,80,90,100`` (it draws the quality from [Q-1, Q]; we use Q).
+
+A perturbation given by IMDL-BenCo's parameter keeps that name in the results
+(``blur_k:3``, ``noise_var:7``) and its kind (``blur``, ``noise``) for the
+robustness tables.
+
 JPEG, blur and noise are the training augmentations' own ops
 (``sdpal_jax.augment.jpeg`` / ``gaussian_blur`` / ``gaussian_noise``: libjpeg
 at quality Q with 4:2:0 subsampling; a sampled Gaussian kernel of radius
@@ -31,6 +55,7 @@ Every function maps uint8 ``[H, W, 3]`` to uint8 ``[H, W, 3]`` of the same size.
 from __future__ import annotations
 
 import dataclasses
+import math
 import zlib
 
 import numpy as np
@@ -91,18 +116,34 @@ def resize(image: np.ndarray, scale: float) -> np.ndarray:
   return np.asarray(pil.resize(small, Image.BILINEAR).resize((w, h), Image.BILINEAR))
 
 
+def _number_text(value: float) -> str:
+  return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def blur_sigma_from_kernel(kernel_size: float) -> float:
+  """OpenCV's sigma for a Gaussian kernel of odd size K: 0.3 * ((K - 1) / 2 - 1) + 0.8."""
+  k = float(kernel_size)
+  if k < 3 or not k.is_integer() or int(k) % 2 != 1:
+    raise ConfigError(f"blur kernel size {kernel_size}: must be an odd integer >= 3.")
+  return 0.3 * ((k - 1) * 0.5 - 1) + 0.8
+
+
 @dataclasses.dataclass(frozen=True)
 class Perturbation:
-  """One degradation: ``kind`` in {jpeg, blur, noise, resize} at strength ``value``."""
+  """One degradation: ``kind`` in {jpeg, blur, noise, resize} at strength ``value``.
+
+  ``label``: the name to report instead of ``kind:value`` (IMDL-BenCo's
+  parameter, e.g. ``blur_k:3`` for ``blur:0.8``).
+  """
 
   kind: str
   value: float
+  label: str = ""
 
   @property
   def name(self) -> str:
-    """``kind:value`` as written on the command line (e.g. ``jpeg:50``)."""
-    value = int(self.value) if float(self.value).is_integer() else self.value
-    return f"{self.kind}:{value}"
+    """``kind:value`` as written on the command line (e.g. ``jpeg:50``), or the label."""
+    return self.label or f"{self.kind}:{_number_text(self.value)}"
 
   def __call__(self, image: np.ndarray, key: str = "") -> np.ndarray:
     """Applies it; ``key`` (e.g. the image name) seeds the noise."""
@@ -118,25 +159,49 @@ class Perturbation:
 
 
 KINDS = ("jpeg", "blur", "noise", "resize")
+# IMDL-BenCo's parameters -> (our kind, conversion to our value).
+BENCO_KINDS = {
+  "blur_k": ("blur", blur_sigma_from_kernel),
+  "noise_var": ("noise", math.sqrt),
+}
+# IMDLBenCo/training_scripts/test_robust.py's robustness_list (without its clean 0).
+BENCO_GRID = "blur_k:3,7,11,15,19,23 noise_var:3,7,11,15,19,23 jpeg:50,60,70,80,90,100"
+PRESETS = {"benco": BENCO_GRID}
+
+
+def is_perturbation_token(text: str) -> bool:
+  """True for ``KIND:...`` with a known kind, or a preset name (command-line parsing)."""
+  return text in PRESETS or text.split(":")[0] in (*KINDS, *BENCO_KINDS)
 
 
 def parse_perturbations(specs) -> list[Perturbation]:
-  """``["jpeg:50,70,90", "blur:1,2"]`` (or one space-separated string) -> perturbations."""
+  """``["jpeg:50,70,90", "blur:1,2", "blur_k:3", "benco"]`` (or one spaced string) -> perturbations."""
   if isinstance(specs, str):
     specs = [specs]
   parsed = []
   for spec in specs:
     for token in str(spec).split():
+      if token in PRESETS:
+        parsed += parse_perturbations(PRESETS[token])
+        continue
       kind, sep, values = token.partition(":")
-      if not sep or kind not in KINDS or not values:
+      if not sep or kind not in (*KINDS, *BENCO_KINDS) or not values:
         raise ConfigError(
-          f"perturbation {token!r}: expected KIND:V1[,V2...] with KIND one of {', '.join(KINDS)} "
-          "(e.g. jpeg:50,70,90 blur:1,2,3 noise:3,7 resize:0.5,0.75)."
+          f"perturbation {token!r}: expected KIND:V1[,V2...] with KIND one of "
+          f"{', '.join((*KINDS, *BENCO_KINDS))}, or a preset ({', '.join(PRESETS)}) "
+          "(e.g. jpeg:50,70,90 blur:1,2,3 noise:3,7 resize:0.5,0.75 blur_k:3,7 noise_var:3,7)."
         )
       for value in values.split(","):
         try:
           number = float(value)
         except ValueError:
           raise ConfigError(f"perturbation {token!r}: {value!r} is not a number.") from None
-        parsed.append(Perturbation(kind, number))
+        if kind in BENCO_KINDS:
+          our_kind, convert = BENCO_KINDS[kind]
+          if number < 0:
+            raise ConfigError(f"perturbation {token!r}: {value!r} is negative.")
+          label = f"{kind}:{_number_text(number)}"
+          parsed.append(Perturbation(our_kind, convert(number), label=label))
+        else:
+          parsed.append(Perturbation(kind, number))
   return parsed

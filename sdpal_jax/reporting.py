@@ -212,3 +212,48 @@ def write_tables(table: Table, output_dir: str, name: str) -> dict[str, str]:
       f.write(render(table))
     paths[suffix] = path
   return paths
+
+
+# Columns of ``evaluate``'s per_image.csv (``sdpal_jax.metrics.per_image_record``).
+PER_IMAGE_COLUMNS = (
+  "model",
+  "dataset",
+  "perturbation",
+  "name",
+  "tampered",
+  "image_score",
+  "image_prediction",
+  "pixel_f1",
+  "pixel_precision",
+  "pixel_recall",
+  "pixel_iou",
+  "pixel_auc",
+  "pixel_best_f1",
+  "true_fraction",
+  "predicted_fraction",
+  "height",
+  "width",
+)
+
+
+def _csv_cell(value: Any) -> str:
+  if value is None or _is_nan(value):
+    return ""
+  if isinstance(value, bool):
+    return str(int(value))
+  if isinstance(value, float):
+    return f"{value:.6f}"
+  return str(value)
+
+
+def write_per_image_csv(path: str, rows: Sequence[Mapping[str, Any]]) -> None:
+  """One row per scored image, ``PER_IMAGE_COLUMNS`` in order.
+
+  Fractions keep 6 decimals (not percent), booleans are 0/1, and a number that
+  is undefined for the image (the AUC of an authentic image's map) is empty.
+  """
+  with open(path, "w", newline="") as f:
+    writer = csv.writer(f, lineterminator="\n")
+    writer.writerow(PER_IMAGE_COLUMNS)
+    for row in rows:
+      writer.writerow([_csv_cell(row.get(column)) for column in PER_IMAGE_COLUMNS])

@@ -151,3 +151,37 @@ def test_release_lists_parse_with_authentic_and_tampered_entries():
   pairs = sources.parse_forgery_list(os.path.join(RELEASE_SPLIT, "CASIA_v2_valid.lst"))
   assert len(pairs) == 1255
   assert any(m is None for _, m in pairs) and any(m and m.endswith("_gt.png") for _, m in pairs)
+
+
+def test_unbuilt_tfds_dataset_says_how_to_build_it(tmp_path):
+  with pytest.raises(SdpalError, match="coverage is not built") as raised:
+    sources.open_source("coverage:test", data_dir=str(tmp_path))
+  message = str(raised.value)
+  assert "python -m sdpal_jax.datasets.build coverage --manual_dir DIR" in message
+  assert "mask/{N}forged.tif" in message  # the builder's own manual layout
+  assert "no split" not in message
+
+
+def test_tfds_split_slices_work_in_specs(tiny_builder):
+  del tiny_builder
+  name = "synthetic_forgery/mixed_tiny"
+  for split, count in (("test[:2]", 2), ("test[:50%]", 3), ("test+validation", 12)):
+    source = sources.open_source(f"{name}:{split}")
+    assert len(source) == len(list(source)) == count, split
+  with pytest.raises(SdpalError, match="split 'nope' is not one of"):
+    sources.open_source(f"{name}:nope")
+
+
+def test_build_command_prepares_a_dataset_and_names_missing_files(tmp_path):
+  from sdpal_jax.datasets import build
+
+  splits = build.build("synthetic_forgery/mixed_tiny", data_dir=str(tmp_path / "data"))
+  assert splits == {"train": 12, "validation": 6, "test": 6}
+  source = sources.open_source(
+    "synthetic_forgery/mixed_tiny:test[:1]", data_dir=str(tmp_path / "data")
+  )
+  assert len(list(source)) == 1
+  with pytest.raises(SdpalError, match="coverage: ") as raised:
+    build.build("coverage", manual_dir=str(tmp_path / "none"), data_dir=str(tmp_path / "data"))
+  assert "{N}forged.tif" in str(raised.value)
+  assert "coverage" in build.our_builders() and "forgery_builder" not in build.our_builders()

@@ -6,6 +6,9 @@ Real datasets (manual download, see each builder's MANUAL_DOWNLOAD_INSTRUCTIONS)
 ``sp``, ``cm``, ``bcm``, ``bcmc``), ``cocoglide``, ``realistic_tampering``; generic
 sources ``forgery_list``, ``imdl_json``, ``forgery_folder``; and the locally generated
 ``synthetic_forgery``.
+
+Build a real one from its download with ``python -m sdpal_jax.datasets.build NAME
+--manual_dir DIR`` (``sdpal_jax.datasets.build``; ``tfds build`` needs Apache Beam).
 """
 
 from sdpal_jax.datasets import (  # noqa: F401 (importing registers the builders)
