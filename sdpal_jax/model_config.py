@@ -16,6 +16,7 @@ NORMALIZATIONS = ("raw", "imagenet")
 RESNET_DEPTHS = (18, 34, 50, 101, 152)
 OUTPUT_STRIDES = (8, 16, 32)
 DTYPES = ("float32", "bfloat16")
+INITS = ("flax", "pytorch")
 
 
 def default_model_config() -> ml_collections.ConfigDict:
@@ -56,6 +57,10 @@ def default_model_config() -> ml_collections.ConfigDict:
   c.output_size = None
   # Numerics.
   c.dtype = "float32"  # compute dtype; params stay float32.
+  # Initialisation of every conv: "flax" (LeCun-normal kernels, zero biases) or
+  # "pytorch" (torch's defaults, which the release never overrides: kernels and
+  # biases uniform in +-1/sqrt(fan_in)); a converted backbone replaces the backbone's.
+  c.init = "flax"
   c.bn_momentum = 0.9  # flax convention: torch momentum 0.1.
   c.bn_epsilon = 1e-5
   return c
@@ -108,6 +113,8 @@ def validate_model_config(c: ml_collections.ConfigDict) -> None:
     bad("attention_heads", c.attention_heads, f"a divisor of feature_channels={c.feature_channels}")
   if c.dtype not in DTYPES:
     bad("dtype", c.dtype, f"one of {DTYPES}")
+  if c.get("init", "flax") not in INITS:
+    bad("init", c.init, f"one of {INITS}")
   if c.output_size is not None and len(tuple(c.output_size)) != 2:
     bad("output_size", c.output_size, "None or (height, width)")
 

@@ -1,17 +1,96 @@
-"""Small building blocks shared by the backbone and the SDPAL head (NHWC)."""
+"""Small building blocks shared by the backbone and the SDPAL head (NHWC).
+
+Initialisation (``weight_init``, the model config's ``init``): ``"flax"`` keeps flax's defaults (LeCun-normal
+kernels, zero biases); ``"pytorch"`` draws what an untouched ``torch.nn.Conv2d``
+/ ``nn.Linear`` holds after construction (``kaiming_uniform_(a=sqrt(5))``, i.e.
+kernels and biases uniform in +-1/sqrt(fan_in), fan_in = in_channels x kernel
+area). BatchNorm starts at scale 1, bias 0, mean 0, var 1 under both, as torch.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+
+INITS = ("flax", "pytorch")
+
+# variance 1/(3 fan_in), uniform: limit sqrt(3 variance) = 1/sqrt(fan_in), torch's bound.
+torch_kernel_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+
+
+def torch_bias_init(fan_in: int):
+  """torch's default bias initialiser: uniform in +-1/sqrt(fan_in) (0 when fan_in is 0)."""
+  bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+def conv_initializers(weight_init: str, fan_in: int) -> dict[str, Any]:
+  """``kernel_init``/``bias_init`` keyword arguments of ``nn.Conv`` for ``weight_init``."""
+  if weight_init == "flax":
+    return {}
+  if weight_init == "pytorch":
+    if fan_in <= 0:
+      raise ValueError("weight_init='pytorch' needs the layer's fan_in.")
+    return {"kernel_init": torch_kernel_init, "bias_init": torch_bias_init(fan_in)}
+  raise ValueError(f"weight_init={weight_init!r}; expected one of {INITS}.")
 
 
 def torch_padding(kernel_size: int, dilation: int = 1) -> tuple[tuple[int, int], tuple[int, int]]:
   """Symmetric padding ``dilation * (k - 1) / 2`` per side, as PyTorch's conv layers."""
   p = dilation * (kernel_size - 1) // 2
   return ((p, p), (p, p))
+
+
+class _Norm(nn.Module):
+  """The BatchNorm arithmetic of ``torch.nn.BatchNorm2d`` (variables named as flax's BatchNorm).
+
+  Training mode normalises with the batch mean and the biased batch variance
+  (two-pass, in float32) and moves the running variance towards the
+  *unbiased* batch variance (x n/(n-1), n = values per channel), as torch
+  does; flax's ``nn.BatchNorm`` uses the biased one there, which differs by
+  up to 2x on the decoder's smallest maps. ``momentum`` is flax's (0.9 =
+  torch's 0.1).
+  """
+
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  axis_name: str | None = None
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, use_running_average: bool) -> jnp.ndarray:
+    features = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (features,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
+    ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
+    ra_var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
+    x32 = x.astype(jnp.float32)
+    if use_running_average:
+      mean, var = ra_mean.value, ra_var.value
+    else:
+      axes = tuple(range(x.ndim - 1))
+      count = math.prod(x.shape[:-1])
+      mean = jnp.mean(x32, axes)
+      if self.axis_name is not None:
+        mean = jax.lax.pmean(mean, self.axis_name)
+        count *= jax.lax.psum(1, self.axis_name)
+      var = jnp.mean(jnp.square(x32 - mean), axes)
+      if self.axis_name is not None:
+        var = jax.lax.pmean(var, self.axis_name)
+      if not self.is_initializing():
+        unbiased = var * (count / max(count - 1, 1))
+        ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+        ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * unbiased
+    y = (x32 - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
+    return y.astype(self.dtype)
 
 
 class BatchNorm(nn.Module):
@@ -24,14 +103,13 @@ class BatchNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-    return nn.BatchNorm(
-      use_running_average=not train,
+    return _Norm(
       momentum=self.momentum,
       epsilon=self.epsilon,
       axis_name=self.axis_name if train else None,
       dtype=self.dtype,
       name="bn",
-    )(x)
+    )(x, use_running_average=not train)
 
 
 class ConvBN(nn.Module):
@@ -45,6 +123,7 @@ class ConvBN(nn.Module):
   relu: bool = True
   bn: dict | None = None
   dtype: Any = jnp.float32
+  weight_init: str = "flax"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
@@ -57,11 +136,27 @@ class ConvBN(nn.Module):
       use_bias=self.use_bias,
       dtype=self.dtype,
       name="conv",
+      **conv_initializers(self.weight_init, x.shape[-1] * self.kernel_size**2),
     )(x)
     x = BatchNorm(dtype=self.dtype, **(self.bn or {}), name="norm")(x, train)
     return nn.relu(x) if self.relu else x
 
 
-def conv1x1(features: int, *, use_bias: bool, dtype: Any, name: str) -> nn.Conv:
-  """A pointwise convolution."""
-  return nn.Conv(features, (1, 1), use_bias=use_bias, dtype=dtype, name=name)
+def conv1x1(
+  features: int,
+  *,
+  use_bias: bool,
+  dtype: Any,
+  name: str,
+  weight_init: str = "flax",
+  fan_in: int = 0,
+) -> nn.Conv:
+  """A pointwise convolution (``fan_in``: its input channels, for ``weight_init="pytorch"``)."""
+  return nn.Conv(
+    features,
+    (1, 1),
+    use_bias=use_bias,
+    dtype=dtype,
+    name=name,
+    **conv_initializers(weight_init, fan_in),
+  )

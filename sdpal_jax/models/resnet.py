@@ -41,11 +41,12 @@ class BasicBlock(nn.Module):
   downsample: bool = False
   bn: dict | None = None
   dtype: Any = jnp.float32
+  weight_init: str = "flax"
   expansion = 1
 
   @nn.compact
   def __call__(self, x, train: bool):
-    kw = {"bn": self.bn, "dtype": self.dtype}
+    kw = {"bn": self.bn, "dtype": self.dtype, "weight_init": self.weight_init}
     y = ConvBN(self.planes, 3, self.strides, self.dilation, name="conv1", **kw)(x, train)
     y = ConvBN(self.planes, 3, 1, 1, relu=False, name="conv2", **kw)(y, train)
     if self.downsample:
@@ -62,11 +63,12 @@ class Bottleneck(nn.Module):
   downsample: bool = False
   bn: dict | None = None
   dtype: Any = jnp.float32
+  weight_init: str = "flax"
   expansion = 4
 
   @nn.compact
   def __call__(self, x, train: bool):
-    kw = {"bn": self.bn, "dtype": self.dtype}
+    kw = {"bn": self.bn, "dtype": self.dtype, "weight_init": self.weight_init}
     y = ConvBN(self.planes, 1, name="conv1", **kw)(x, train)
     y = ConvBN(self.planes, 3, self.strides, self.dilation, name="conv2", **kw)(y, train)
     y = ConvBN(self.planes * 4, 1, relu=False, name="conv3", **kw)(y, train)
@@ -89,10 +91,11 @@ class ResNet(nn.Module):
   contract_dilation: bool = True
   bn: dict | None = None
   dtype: Any = jnp.float32
+  weight_init: str = "flax"  # "flax" | "pytorch" (sdpal_jax.models.layers)
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> tuple[jnp.ndarray, ...]:
-    kw = {"bn": self.bn, "dtype": self.dtype}
+    kw = {"bn": self.bn, "dtype": self.dtype, "weight_init": self.weight_init}
     if self.deep_stem:
       half = self.stem_channels // 2
       x = ConvBN(half, 3, 2, name="stem_0", **kw)(x, train)

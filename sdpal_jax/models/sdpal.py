@@ -38,11 +38,12 @@ class MOPC(nn.Module):
   feature_channels: int = 512
   bn: dict | None = None
   dtype: Any = jnp.float32
+  weight_init: str = "flax"
 
   @nn.compact
   def __call__(self, images, train: bool):
     _, f1, f2, f3 = self.backbone(images, train)
-    kw = {"bn": self.bn, "dtype": self.dtype}
+    kw = {"bn": self.bn, "dtype": self.dtype, "weight_init": self.weight_init}
     aligned = [
       ConvBN(self.feature_channels, 3, name=f"align{i + 1}", **kw)(f, train)
       for i, f in enumerate((f1, f2, f3))
@@ -71,6 +72,7 @@ class MOAP(nn.Module):
   walk_options: tuple = ()
   bn: dict | None = None
   dtype: Any = jnp.float32
+  weight_init: str = "flax"
 
   @nn.compact
   def __call__(self, features, train: bool):
@@ -89,9 +91,14 @@ class MOAP(nn.Module):
       **options,
     )
     combined = jnp.concatenate([f, residual, walked], axis=-1).astype(self.dtype)
-    return ConvBN(self.feature_channels, 1, bn=self.bn, dtype=self.dtype, name="fuse")(
-      combined, train
-    )
+    return ConvBN(
+      self.feature_channels,
+      1,
+      bn=self.bn,
+      dtype=self.dtype,
+      weight_init=self.weight_init,
+      name="fuse",
+    )(combined, train)
 
 
 class DPAL(nn.Module):
@@ -100,18 +107,20 @@ class DPAL(nn.Module):
   num_heads: int = 8
   bn: dict | None = None
   dtype: Any = jnp.float32
+  weight_init: str = "flax"
 
   @nn.compact
   def __call__(self, x, train: bool):
     b, h, w, c = x.shape
     flat = x.reshape(b, h * w, c)
+    pointwise = {"dtype": self.dtype, "weight_init": self.weight_init, "fan_in": c}
     q1, k1, q2, k2, v = (
-      conv1x1(c, use_bias=False, dtype=self.dtype, name=name)(flat)
+      conv1x1(c, use_bias=False, name=name, **pointwise)(flat)
       for name in ("to_q1", "to_k1", "to_q2", "to_k2", "to_v")
     )
     attended = ops.differential_attention(q1, k1, q2, k2, v, self.num_heads)
-    x = x + conv1x1(c, use_bias=True, dtype=self.dtype, name="unify")(attended).reshape(b, h, w, c)
-    kw = {"bn": self.bn, "dtype": self.dtype, "use_bias": True}
+    x = x + conv1x1(c, use_bias=True, name="unify", **pointwise)(attended).reshape(b, h, w, c)
+    kw = {"bn": self.bn, "dtype": self.dtype, "use_bias": True, "weight_init": self.weight_init}
     refined = ConvBN(c, 3, name="refine1", **kw)(x, train)
     refined = ConvBN(c, 3, name="refine2", **kw)(refined, train)
     return x + refined
@@ -124,10 +133,11 @@ class DoubleConv(nn.Module):
   mid_features: int | None = None
   bn: dict | None = None
   dtype: Any = jnp.float32
+  weight_init: str = "flax"
 
   @nn.compact
   def __call__(self, x, train: bool):
-    kw = {"bn": self.bn, "dtype": self.dtype}
+    kw = {"bn": self.bn, "dtype": self.dtype, "weight_init": self.weight_init}
     x = ConvBN(self.mid_features or self.features, 3, name="conv1", **kw)(x, train)
     return ConvBN(self.features, 3, name="conv2", **kw)(x, train)
 
@@ -150,11 +160,12 @@ class Decoder(nn.Module):
   channels: tuple[int, int, int, int] = (64, 128, 256, 256)
   bn: dict | None = None
   dtype: Any = jnp.float32
+  weight_init: str = "flax"
 
   @nn.compact
   def __call__(self, x, output_size: tuple[int, int], train: bool):
     c0, c1, c2, c3 = self.channels
-    kw = {"bn": self.bn, "dtype": self.dtype}
+    kw = {"bn": self.bn, "dtype": self.dtype, "weight_init": self.weight_init}
     x1 = DoubleConv(c0, name="inc", **kw)(x, train)
     x2 = DoubleConv(c1, name="down1", **kw)(_max_pool_2x2(x1), train)
     x3 = DoubleConv(c2, name="down2", **kw)(_max_pool_2x2(x2), train)
@@ -165,7 +176,14 @@ class Decoder(nn.Module):
     y = DoubleConv(c0, y.shape[-1] // 2, name="up2", **kw)(y, train)
     y = _up_and_concat(y, x1)
     y = DoubleConv(c0, y.shape[-1] // 2, name="up3", **kw)(y, train)
-    logits = conv1x1(1, use_bias=True, dtype=self.dtype, name="outc")(y)
+    logits = conv1x1(
+      1,
+      use_bias=True,
+      dtype=self.dtype,
+      name="outc",
+      weight_init=self.weight_init,
+      fan_in=y.shape[-1],
+    )(y)
     logits = ops.resize_bilinear_align_corners(logits.astype(jnp.float32), output_size)
     return logits[..., 0]
 
@@ -193,6 +211,7 @@ class SDPAL(nn.Module):
   decoder_channels: tuple[int, int, int, int] = (64, 128, 256, 256)
   output_size: tuple[int, int] | None = None
   dtype: Any = jnp.float32
+  weight_init: str = "flax"  # "flax" | "pytorch": layer initialisation (sdpal_jax.models.layers)
   bn: tuple = (("momentum", 0.9), ("epsilon", 1e-5))
 
   @nn.compact
@@ -204,7 +223,7 @@ class SDPAL(nn.Module):
         f"{self.output_stride}: both sides must be at least {smallest} pixels."
       )
     bn = dict(self.bn)
-    kw = {"bn": bn, "dtype": self.dtype}
+    kw = {"bn": bn, "dtype": self.dtype, "weight_init": self.weight_init}
     backbone = ResNet(
       self.backbone_depth,
       self.deep_stem,
@@ -261,6 +280,7 @@ def build_model(config: ml_collections.ConfigDict) -> SDPAL:
     decoder_channels=tuple(int(c) for c in config.decoder_channels),
     output_size=None if config.output_size is None else tuple(int(s) for s in config.output_size),
     dtype=jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32,
+    weight_init=str(config.get("init", "flax")),
     bn=(
       ("momentum", float(config.bn_momentum)),
       ("epsilon", float(config.bn_epsilon)),
