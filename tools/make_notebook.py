@@ -23,27 +23,39 @@ its predictions.
    file and set `DRIVE_DATASET` below.
 
 The test suite runs this notebook headless on CPU with `SDPAL_NOTEBOOK_SMOKE=1`, which switches to
-a tiny config and skips the installation cell."""),
+a tiny config; its installation cell installs the test's own checkout (`SDPAL_REPO_DIR`) with
+`SDPAL_PIP_ARGS` (e.g. `--no-deps`) through the same code path as on Colab."""),
   new_code_cell("""import os
 import sys
 
 SMOKE = os.environ.get("SDPAL_NOTEBOOK_SMOKE") == "1"
-REPO_URL = "https://github.com/sdpal-jax/sdpal_jax"  # the repository to install from
+# The repository to install from (your fork, a branch: REPO_URL = "URL", REPO_BRANCH = "name").
+REPO_URL = os.environ.get("SDPAL_REPO_URL", "https://github.com/sdpal-jax/sdpal_jax")
+REPO_BRANCH = os.environ.get("SDPAL_REPO_BRANCH", "")  # "" = the default branch
+# Where it is cloned; an existing checkout there is installed as it is.
 REPO_DIR = os.environ.get("SDPAL_REPO_DIR", "/content/sdpal_jax")
+PIP_ARGS = os.environ.get("SDPAL_PIP_ARGS", "").split()  # extra `pip install` arguments
 WORKDIR = os.environ.get("SDPAL_WORKDIR", "/content/sdpal_workdir")
 DRIVE_DATASET = ""  # e.g. "/content/drive/MyDrive/forgeries" (a Tp/+Gt/ folder or a .lst file)
 CONFIG = "tiny" if SMOKE else "quickstart"
 CONFIG_ARG = None if SMOKE else "tpu"
 print(f"config {CONFIG}:{CONFIG_ARG}, workdir {WORKDIR}")"""),
   new_markdown_cell(
-    "## Install\nClones the repository and installs it with its dependencies (a few minutes)."
+    "## Install\nClones `REPO_URL` into `REPO_DIR` (unless a checkout is already there) and "
+    "installs it with its dependencies (a few minutes; Colab's TPU runtime already has JAX for "
+    "its TPU)."
   ),
   new_code_cell("""import subprocess
 
-if not SMOKE:
-  if not os.path.isdir(REPO_DIR):
-    subprocess.run(["git", "clone", "--depth", "1", REPO_URL, REPO_DIR], check=True)
-  subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", REPO_DIR], check=True)"""),
+if not os.path.isdir(REPO_DIR):
+  branch = ["--branch", REPO_BRANCH] if REPO_BRANCH else []
+  subprocess.run(["git", "clone", "--depth", "1", *branch, REPO_URL, REPO_DIR], check=True)
+install = [sys.executable, "-m", "pip", "install", "-q", *PIP_ARGS, "-e", REPO_DIR]
+subprocess.run(install, check=True)
+# A running kernel reads new .pth files only when it restarts: import from the checkout now.
+if REPO_DIR not in sys.path:
+  sys.path.insert(0, REPO_DIR)
+print("installed sdpal_jax from", REPO_DIR, "with", " ".join(install[3:]))"""),
   new_markdown_cell(
     "## Devices\nOn a TPU runtime this lists 8 TPU cores; the batch is split across all of them."
   ),
