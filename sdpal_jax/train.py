@@ -94,19 +94,52 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 class _Preemption:
-  """Turns SIGTERM into a flag the loop checks between steps."""
+  """SIGTERM -> save a checkpoint and stop, at the same step in every process.
+
+  One process: a SIGTERM handler sets a flag that ``reached(step)`` returns.
+
+  Several processes: SIGTERM may reach them at different steps, or only one
+  of them, and a process that stopped alone would leave the others waiting
+  forever in the next step's collectives. ``jax.distributed.initialize``
+  starts JAX's preemption sync manager, which catches SIGTERM itself and
+  shares the notice through the coordination service;
+  ``multihost_utils.reached_preemption_sync_point(step)``, asked after every
+  step by every process, then turns true in all of them at the same step
+  (one past the furthest step any process had reported). No Python handler
+  is installed then: it would replace the manager's. When the preemption
+  service is off (``jax_enable_preemption_service=False``) the processes'
+  SIGTERM flags are all-gathered after every step instead (a small
+  collective that makes each step wait for the previous one).
+  """
 
   def __init__(self):
     self.requested = False
-    try:
-      signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not in the main thread (e.g. notebooks' worker threads)
-      pass
+    self._mode = "local"
+    if jax.process_count() > 1:
+      self._mode = "sync" if jax.config.jax_enable_preemption_service else "allgather"
+    if self._mode != "sync":
+      try:
+        signal.signal(signal.SIGTERM, self._handle)
+      except ValueError:  # not in the main thread (e.g. notebooks' worker threads)
+        pass
 
   def _handle(self, signum, frame):
     del signum, frame
     logging.warning("SIGTERM received: saving a checkpoint and stopping.")
     self.requested = True
+
+  def reached(self, step: int) -> bool:
+    """Whether to save and stop after ``step``: the same answer in every process."""
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+
+    if self._mode == "sync":
+      self.requested = multihost_utils.reached_preemption_sync_point(step)
+    elif self._mode == "allgather":
+      flags = multihost_utils.process_allgather(np.asarray(self.requested, np.int32))
+      self.requested = bool(np.any(flags))
+    if self.requested:
+      logging.warning("preemption: every process saves step %d and stops.", step)
+    return self.requested
 
 
 def _to_host(tree):
@@ -166,6 +199,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     (resumed / backbone / scratch), "train_losses": the mean losses logged every
     log_every_steps}``.
   """
+  precision = config.get("matmul_precision", "default")
+  try:  # full float32 on GPUs needs "highest": their default is TF32
+    jax.config.update("jax_default_matmul_precision", precision)
+  except ValueError as e:
+    raise ConfigError(f"matmul_precision={precision!r} is invalid: {e}") from e
   validate_config(config)
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
@@ -291,9 +329,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         step, state, {config.best_metric: flat[config.best_metric]}
       )
       console.validated(step, eval_metrics, is_best)
-    if step % config.checkpoint_every_steps == 0 or step == total or preemption.requested:
+    stop = preemption.reached(step)  # asked after every step, by every process
+    if step % config.checkpoint_every_steps == 0 or step == total or stop:
       checkpoints.save(step, state)
-    if preemption.requested:
+    if stop:
       break
   checkpoints.close()
   writer.flush()

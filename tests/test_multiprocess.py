@@ -7,6 +7,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from sdpal_jax import train
 
@@ -86,3 +87,79 @@ def test_two_processes_end_with_identical_parameters_equal_to_one_process(tmp_pa
   leaves = jax.tree_util.tree_leaves((single.params, single.batch_stats))
   expected = np.concatenate([np.ravel(x) for x in leaves])
   np.testing.assert_allclose(first, expected, rtol=1e-4, atol=5e-5)
+
+
+PREEMPTED_WORKER = """
+import sys, jax
+port, process_id, configs, workdir, service = sys.argv[1:]
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.config.update("jax_enable_preemption_service", service == "on")
+jax.distributed.initialize(
+  coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=int(process_id),
+  local_device_ids=[0],
+)
+sys.path.insert(0, configs)
+import tiny
+from sdpal_jax import train
+c = tiny.get_config()
+c.num_train_steps = 500; c.log_every_steps = 1
+c.eval_every_steps = 1000; c.checkpoint_every_steps = 1000  # only the preemption saves
+result = train.train_and_evaluate(c, workdir)
+print("STOPPED AT", result["step"], flush=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("service", ["on", "off"])
+def test_sigterm_to_one_process_stops_both_at_the_same_saved_step(tmp_path, service):
+  """A preemption notice reaching one process only: both save one step and exit 0.
+
+  ``service="on"``: JAX's preemption sync manager agrees on the step; "off"
+  (``jax_enable_preemption_service=False``): the SIGTERM flags are all-gathered.
+  """
+  import re  # noqa: PLC0415
+  import signal  # noqa: PLC0415
+
+  import tensorflow_datasets as tfds  # noqa: PLC0415
+
+  import sdpal_jax.datasets  # noqa: F401, PLC0415
+  from sdpal_jax import checkpoint  # noqa: PLC0415
+
+  tfds.builder("synthetic_forgery/mixed_tiny").download_and_prepare()
+  port = _free_port()
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  workdir = tmp_path / "w"
+
+  def start(i, stdout):
+    args = [
+      *(sys.executable, "-c", PREEMPTED_WORKER),
+      *(str(port), str(i), CONFIGS, str(workdir), service),
+    ]
+    return subprocess.Popen(args, env=env, stdout=stdout, stderr=subprocess.STDOUT, text=True)
+
+  with open(tmp_path / "p1.log", "w") as log1:
+    first, second = start(0, subprocess.PIPE), start(1, log1)
+    try:
+      seen = []
+      for line in first.stdout:  # process 0 prints a progress line after every step
+        seen.append(line)
+        if line.startswith("step 3/"):
+          second.send_signal(signal.SIGTERM)  # the notice reaches process 1 only
+          break
+      else:
+        raise AssertionError("process 0 ended before step 3:\n" + "".join(seen[-40:]))
+      rest, _ = first.communicate(timeout=600)
+      second.wait(timeout=600)
+    finally:
+      for worker in (first, second):
+        if worker.poll() is None:
+          worker.kill()
+  output0 = "".join(seen) + rest
+  output1 = (tmp_path / "p1.log").read_text()
+  assert first.returncode == 0, output0[-3000:]
+  assert second.returncode == 0, output1[-3000:]
+  stopped = [int(re.search(r"STOPPED AT (\d+)", out).group(1)) for out in (output0, output1)]
+  assert stopped[0] == stopped[1], stopped
+  assert 3 <= stopped[0] < 500
+  assert checkpoint.saved_steps(str(workdir)) == [stopped[0]]

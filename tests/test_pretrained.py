@@ -1,4 +1,4 @@
-"""The release's ImageNet backbone: download, hash check, conversion, offline steps, init_from."""
+"""The release's ImageNet backbone (download, hash, conversion, offline steps) and run-start checks."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from sdpal_jax import checkpoint, configs, pretrained, train
-from sdpal_jax.errors import CheckpointError, SdpalError
+from sdpal_jax.errors import CheckpointError, ConfigError, SdpalError
 
 needs_torch = pytest.mark.torch
 
@@ -203,3 +203,31 @@ def test_a_missing_init_from_fails_before_any_data_is_read(tmp_path, monkeypatch
   with pytest.raises(CheckpointError, match=str(missing)):
     train.train_and_evaluate(config, str(tmp_path / "work"))
   assert not os.path.exists(tmp_path / "work")
+
+
+def test_matmul_precision_is_applied_before_training_and_checked(tmp_path, monkeypatch):
+  """``:gpu`` runs at full float32 ("highest"; GPUs default to TF32), ``:gpu_tf32`` at TF32."""
+  import jax  # noqa: PLC0415
+
+  assert configs.load("casia_v2:gpu").matmul_precision == "highest"
+  assert configs.load("casia_v2:gpu_tf32").matmul_precision == "tensorfloat32"
+  assert configs.load("casia_v2").matmul_precision == "default"
+
+  class StopError(Exception):
+    pass
+
+  def stop(config):
+    raise StopError(jax.config.jax_default_matmul_precision)
+
+  monkeypatch.setattr(train, "validate_config", stop)
+  config = configs.load("tiny")
+  try:
+    for precision in ("highest", "tensorfloat32"):
+      config.matmul_precision = precision
+      with pytest.raises(StopError, match=precision):
+        train.train_and_evaluate(config, str(tmp_path))
+    config.matmul_precision = "fastest-please"
+    with pytest.raises(ConfigError, match="matmul_precision='fastest-please'"):
+      train.train_and_evaluate(config, str(tmp_path))
+  finally:
+    jax.config.update("jax_default_matmul_precision", None)
