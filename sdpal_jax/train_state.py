@@ -99,6 +99,35 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
   return optax.MultiSteps(chain, every_k_schedule=k).gradient_transformation()
 
 
+def _clamped_log(x: jax.Array) -> jax.Array:
+  """torch BCELoss's ``max(log(x), -100)`` (``-100`` where ``x == 0``, never ``-inf``)."""
+  positive = x > 0
+  return jnp.maximum(jnp.where(positive, jnp.log(jnp.where(positive, x, 1.0)), -100.0), -100.0)
+
+
+@jax.custom_vjp
+def _release_bce(logits: jax.Array, masks: jax.Array) -> jax.Array:
+  """Per-pixel ``nn.BCELoss()(torch.sigmoid(logits), masks)`` (unreduced), float32."""
+  probs = jax.nn.sigmoid(logits)
+  return -(masks * _clamped_log(probs) + (1.0 - masks) * _clamped_log(1.0 - probs))
+
+
+def _release_bce_forward(logits, masks):
+  return _release_bce(logits, masks), (jax.nn.sigmoid(logits), masks)
+
+
+def _release_bce_backward(residuals, cotangent):
+  # torch's BCELoss backward, (p - y) / max(p (1 - p), 1e-12), then sigmoid's p (1 - p):
+  # the gradient vanishes wherever float32 saturates p(1 - p) (|logit| > ~27.6), as in the release.
+  probs, masks = residuals
+  slope = probs * (1.0 - probs)
+  grad_probs = cotangent * (probs - masks) / jnp.maximum(slope, 1e-12)
+  return grad_probs * slope, jnp.zeros_like(masks)
+
+
+_release_bce.defvjp(_release_bce_forward, _release_bce_backward)
+
+
 def binary_cross_entropy(logits: jax.Array, masks: jax.Array, form: str = "logits") -> jax.Array:
   """Per-pixel BCE of ``logits`` against ``masks`` in {0, 1} (same shapes).
 
@@ -107,16 +136,16 @@ def binary_cross_entropy(logits: jax.Array, masks: jax.Array, form: str = "logit
   ``nn.BCELoss()(torch.sigmoid(logits), masks)``, sigmoid first in float32 and
   each log clamped at -100 as torch's BCELoss does. Both agree to float32
   rounding while ``|logit|`` stays below ~16; beyond it the release's
-  sigmoid rounds to exactly 0 or 1 and its loss saturates at 100 per pixel,
-  where the logits form keeps growing linearly.
+  sigmoid rounds to exactly 0 or 1: a pixel on the wrong side then costs
+  100 with a zero gradient (it can no longer be corrected, as in the
+  release), where the logits form charges ``|logit|`` with gradient +-1.
+  The gradient is torch's own backward formula (a custom VJP), which also
+  vanishes for ``|logit| > ~27.6``, where torch divides by ``max(p(1-p), 1e-12)``.
   """
   if form == "logits":
     return optax.sigmoid_binary_cross_entropy(logits, masks)
   if form == "release":
-    probs = jax.nn.sigmoid(logits.astype(jnp.float32))
-    log_p = jnp.maximum(jnp.log(probs), -100.0)
-    log_not_p = jnp.maximum(jnp.log(1.0 - probs), -100.0)
-    return -(masks * log_p + (1.0 - masks) * log_not_p)
+    return _release_bce(logits.astype(jnp.float32), masks.astype(jnp.float32))
   raise ConfigError(f"loss.form={form!r}; expected one of {', '.join(LOSS_FORMS)}.")
 
 
