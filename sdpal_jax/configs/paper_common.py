@@ -32,18 +32,15 @@ The release's (main.py trains ``FakeLocator(512, 1)``, main.py L177):
   ``BCEWithLogitsDiceLoss(bce_weight=1.0, dice_weight=0.0)`` (main.py L201),
   which despite its name applies ``nn.BCELoss`` to what it is given
   (sdpal.py L430-453): the loss is BCE of sigmoid probabilities, log clamped
-  at -100, Dice weight 0. Saturation: once |logit| > ~16.6 float32 sigmoid
-  is exactly 0 or 1, so a confidently wrong pixel costs 100 and has zero
-  gradient (it can no longer be corrected), a confidently right one costs 0.
-  ``loss.form="logits"`` (used here) is the stable BCE-with-logits: the same
-  value and gradient while |logit| < ~16, but a wrong pixel keeps gradient
-  +-1 at any confidence. ``loss.form="release"`` reproduces the release's
-  values and gradients in that range (tests/test_release_training_parity.py),
-  but today its gradient is NaN for any logit above ~16.6 or below ~-88
-  (log of an exact 0 times a zero cotangent), so one saturated pixel would
-  turn every weight into NaN; switch the paper configs to it once
-  ``train_state.binary_cross_entropy`` is NaN-free (the test that checks
-  saturated logits is marked xfail until then).
+  at -100, Dice weight 0: ``loss.form="release"``, whose values and
+  gradients match torch's (tests/test_release_training_parity.py, saturated
+  logits included). Saturation: once a logit passes ~+16.6 float32 sigmoid
+  is exactly 1, so a pixel that should be 0 costs 100 with zero gradient (it
+  can no longer be corrected); below ~-27.6 torch's backward (a division by
+  max(p(1 - p), 1e-12)) makes the gradient of a pixel that should be 1
+  vanish as well. ``loss.form="logits"``, the stable BCE-with-logits, has
+  the same values and gradients while |logit| < ~16 but keeps gradient +-1
+  on a wrong pixel at any confidence.
 - validation: every epoch (main.py L206-209) in eval mode at the 256x256
   input size, threshold 0.5, TP/FP/FN and the AUC pooled over the whole
   validation set (main.py L97-166): ``protocol="dataset"`` at
@@ -131,7 +128,7 @@ def paper_config(
   c.optimizer.schedule = "constant"
   c.optimizer.weight_decay = 0.0
   c.optimizer.grad_clip = 0.0
-  c.loss.form = "logits"  # see the module docstring: "release" once its gradient is NaN-free
+  c.loss.form = "release"  # sigmoid, then BCE with logs clamped at -100 (module docstring)
   c.loss.dice_weight = 0.0
   c.loss.positive_weight = 1.0
   c.global_batch_size = 16
