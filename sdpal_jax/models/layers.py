@@ -62,7 +62,6 @@ class _Norm(nn.Module):
 
   momentum: float = 0.9
   epsilon: float = 1e-5
-  axis_name: str | None = None
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -77,14 +76,11 @@ class _Norm(nn.Module):
       mean, var = ra_mean.value, ra_var.value
     else:
       axes = tuple(range(x.ndim - 1))
+      # Under jit a batch sharded over devices is one global array: these means
+      # are over the whole global batch, with no cross-device axis to name.
       count = math.prod(x.shape[:-1])
       mean = jnp.mean(x32, axes)
-      if self.axis_name is not None:
-        mean = jax.lax.pmean(mean, self.axis_name)
-        count *= jax.lax.psum(1, self.axis_name)
       var = jnp.mean(jnp.square(x32 - mean), axes)
-      if self.axis_name is not None:
-        var = jax.lax.pmean(var, self.axis_name)
       if not self.is_initializing():
         unbiased = var * (count / max(count - 1, 1))
         ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
@@ -94,11 +90,10 @@ class _Norm(nn.Module):
 
 
 class BatchNorm(nn.Module):
-  """BatchNorm with the project's conventions (train/eval, optional cross-device axis)."""
+  """BatchNorm with the project's conventions (batch statistics in training, running in eval)."""
 
   momentum: float = 0.9
   epsilon: float = 1e-5
-  axis_name: str | None = None
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -106,7 +101,6 @@ class BatchNorm(nn.Module):
     return _Norm(
       momentum=self.momentum,
       epsilon=self.epsilon,
-      axis_name=self.axis_name if train else None,
       dtype=self.dtype,
       name="bn",
     )(x, use_running_average=not train)
