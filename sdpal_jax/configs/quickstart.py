@@ -8,12 +8,13 @@ batch for 8 TPU cores (bfloat16 compute); ``bf16`` bfloat16 compute with the
 CPU model (parameters stay float32).
 
 Width: ``base_channels=32`` halves every backbone width (2.5x faster steps
-than 64 on the 2-core CPU at the same F1 after the same time). Measured on
-the 2-core CPU with nothing else running: tools/quickstart.sh takes 12.0
-minutes end to end (2400 steps at ~0.28 s/step plus validation, then
-evaluation and one prediction); test pixel F1 0.35 / AUC 0.83 (dataset protocol). 600 steps
-(3.7 minutes) reach F1 0.28 / AUC 0.79: the F1 still rises between 1200 and
-2400 steps. The issue's target F1 0.6 is not reached; see the README.
+than 64 on the 2-core CPU at the same F1 after the same time). Measured with
+nothing else running: tools/quickstart.sh takes 12.0 minutes end to end on an
+AMD EPYC 2-core box (2400 steps at ~0.28 s/step plus validation, evaluation
+and one prediction) and 31 minutes on an Intel Xeon 2-core box (0.66 s/step);
+test pixel F1 0.35 / AUC 0.83 (dataset protocol). 600 steps reach F1 0.28 /
+AUC 0.79: the F1 still rises between 1200 and 2400 steps. Real forgeries
+(CASIA v1, COVERAGE) stay at chance: docs/results/real_data.
 """
 
 from sdpal_jax.configs.common import base_config, parse_variants
