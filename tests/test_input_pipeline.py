@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
+from scipy import ndimage
 
 from sdpal_jax import augment, input_pipeline, preprocessing
 from sdpal_jax.errors import ConfigError
@@ -98,6 +99,7 @@ def test_random_resized_crop_keeps_the_mask_binary_and_aligned():
   mask = np.zeros((40, 60), np.uint8)
   image[10:30, 20:40] = 255
   mask[10:30, 20:40] = 1
+  interior = 0
   for s in range(10):
     out_image, out_mask = augment.random_resized_crop(
       tf.constant(image), tf.constant(mask), tf.constant([s, 1]), (16, 16), (0.3, 1.0)
@@ -105,8 +107,13 @@ def test_random_resized_crop_keeps_the_mask_binary_and_aligned():
     out_image, out_mask = out_image.numpy(), out_mask.numpy()
     assert out_image.shape == (16, 16, 3) and out_mask.shape == (16, 16)
     assert set(np.unique(out_mask)) <= {0, 1}
-    # The white square and the mask agree away from the square's resampled border.
-    assert np.all(out_image[out_mask == 1][:, 0] > 100) or out_mask.sum() < 8
+    # The white square and the mask agree away from the square's resampled border: inside
+    # the mask (eroded by a pixel) the photo is white, outside it (dilated) black.
+    inside = ndimage.binary_erosion(out_mask == 1)
+    outside = ~ndimage.binary_dilation(out_mask == 1)
+    assert np.all(out_image[inside][:, 0] > 200) and np.all(out_image[outside][:, 0] < 55), s
+    interior += int(inside.sum())
+  assert interior > 50  # the check above saw enough of the square
 
 
 def test_jpeg_recompression_matches_pil_at_the_same_quality_roughly():
@@ -141,35 +148,29 @@ def test_invalid_augmentation_values_are_named():
     input_pipeline.validate_data_config(c)
 
 
-def _write_folder(root, n=6, size=(20, 24)):
-  os.makedirs(root / "Tp")
-  os.makedirs(root / "Gt")
-  rng = np.random.default_rng(3)
-  for i in range(n):
-    Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(
-      root / "Tp" / f"im{i}.png"
-    )
-    mask = np.zeros(size, np.uint8)
-    mask[: i + 2] = 255
-    Image.fromarray(mask).save(root / "Gt" / f"im{i}.png")
-  (root / "Tp" / "broken.png").write_bytes(b"not a png")
-  Image.fromarray(mask).save(root / "Gt" / "broken.png")
-
-
 def test_stream_pipeline_reads_files_skips_broken_ones_and_crops_at_native_size(tmp_path):
-  _write_folder(tmp_path)
+  """resize_policy=random_crop: each crop is a window of a photo at its own size (never of the
+  broken file) with the same window of its mask."""
+  sources = _write_derivable_folder(tmp_path)
   c = input_pipeline.default_data_config()
   c.dataset = str(tmp_path)
   c.pipeline = "stream"
   c.resize_policy = "random_crop"
   c.shuffle_buffer = 8
+  c.augment.hflip = False
   batches = input_pipeline.train_batches(
     c, image_size=(16, 16), global_batch_size=4, seed=0, normalization="raw"
   )
+  places = set()
   for _, batch in zip(range(3), batches, strict=False):
     assert batch["image"].shape == (4, 16, 16, 3)
     assert batch["mask"].shape == (4, 16, 16)
-    assert set(np.unique(batch["mask"])) <= {0.0, 1.0}
+    for image, mask in zip(batch["image"].astype(np.uint8), batch["mask"], strict=True):
+      where = _find_window(image, sources)
+      assert where is not None, "the crop is not a window of a photo at its native size"
+      np.testing.assert_array_equal(mask, image[..., 0] > 128)  # the same window of its mask
+      places.add(where)
+  assert len(places) > 4
 
 
 def test_memory_batches_shard_over_eight_devices_by_process_local_rows():

@@ -38,13 +38,20 @@ def test_release_compatible_fixed_output_size(tiny):
 def test_train_mode_updates_batch_stats_and_eval_mode_does_not(tiny):
   model, variables = tiny
   x = jax.random.uniform(jax.random.key(1), (2, 64, 64, 3)) * 255
-  _, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
   before = jax.tree_util.tree_leaves(variables["batch_stats"])
+  train_logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
   after = jax.tree_util.tree_leaves(updates["batch_stats"])
   assert any(not np.allclose(a, b) for a, b in zip(before, after, strict=True))
-  eval_a = model.apply(variables, x, train=False)
-  eval_b = model.apply(variables, x, train=False)
-  np.testing.assert_array_equal(eval_a, eval_b)
+  # Eval mode, even when allowed to, writes nothing back ...
+  eval_logits, untouched = model.apply(variables, x, train=False, mutable=["batch_stats"])
+  for a, b in zip(before, jax.tree_util.tree_leaves(untouched["batch_stats"]), strict=True):
+    np.testing.assert_array_equal(a, b)
+  # ... and normalises with the stored statistics: an image's map does not depend on the
+  # other images of its batch, whereas in train mode (batch statistics) it does.
+  alone = model.apply(variables, x[:1], train=False)
+  np.testing.assert_allclose(alone, eval_logits[:1], rtol=1e-5, atol=1e-5)
+  train_alone, _ = model.apply(variables, x[:1], train=True, mutable=["batch_stats"])
+  assert not np.allclose(train_alone, train_logits[:1], rtol=1e-3, atol=1e-3)
 
 
 def test_bfloat16_compute_keeps_float32_params_and_logits(tiny):

@@ -76,12 +76,18 @@ def test_neighbour_pixel_residual_is_x_minus_down_up(size):
   np.testing.assert_allclose(ops.neighbour_pixel_residual(jnp.asarray(x)), expected, atol=1e-5)
 
 
-def test_neighbour_pixel_residual_vanishes_on_linear_ramps():
-  ramp = np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1)
-  # Bilinear align_corners resampling reproduces affine functions exactly
-  # only where grids align; the residual of a constant map is exactly zero.
-  np.testing.assert_allclose(ops.neighbour_pixel_residual(jnp.ones((1, 9, 6, 2))), 0.0, atol=1e-6)
-  assert ops.neighbour_pixel_residual(jnp.asarray(ramp)).shape == ramp.shape
+@pytest.mark.parametrize("size", [(4, 4), (7, 10), (9, 6), (16, 12)])
+def test_neighbour_pixel_residual_vanishes_on_linear_ramps(size):
+  """Bilinear align_corners resampling reproduces an affine map exactly (both grids keep the
+  corners, and linear interpolation of samples of a linear function is that function), so the
+  residual of any affine ramp is zero once each downsampled side has two samples (sides >= 4);
+  a quadratic is not reproduced."""
+  h, w = size
+  yy, xx = np.mgrid[:h, :w].astype(np.float32)
+  ramp = np.stack([2 * yy - 3 * xx + 5, 0.5 * xx, -yy, np.full_like(xx, 7.0)], -1)[None]
+  np.testing.assert_allclose(ops.neighbour_pixel_residual(jnp.asarray(ramp)), 0.0, atol=1e-5)
+  quadratic = (xx**2 + yy * xx)[None, ..., None]
+  assert np.abs(ops.neighbour_pixel_residual(jnp.asarray(quadratic))).max() > 1.0
 
 
 def test_cosine_affinity_thresholds_drops_self_loops_and_normalises_rows():

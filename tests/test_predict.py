@@ -12,7 +12,7 @@ import pytest
 from model_fixtures import save_tiny_checkpoint
 from PIL import Image
 
-from sdpal_jax import figures, image_io, metrics, predict, reporting
+from sdpal_jax import figures, image_io, metrics, predict, preprocessing, reporting
 from sdpal_jax.errors import CheckpointError, SdpalError
 from sdpal_jax.inference import Predictor
 
@@ -52,11 +52,24 @@ def _odd_inputs(folder):
   return cases
 
 
+def _hand_pipeline(predictor, photo):
+  """The documented inference path, step by step with PIL and NumPy: bilinear resize to the
+  checkpoint's 64x64, ImageNet normalisation by hand, the network, sigmoid, bilinear resize back."""
+  h, w = photo.shape[:2]
+  small = np.asarray(Image.fromarray(photo).resize((64, 64), Image.BILINEAR), np.float32)
+  x = (small - np.float32([123.675, 116.28, 103.53])) / np.float32([58.395, 57.12, 57.375])
+  logits = np.asarray(predictor.model.apply(predictor.variables, x[None], train=False))[0]
+  prob = (1 / (1 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+  back = Image.fromarray(prob, mode="F").resize((w, h), Image.BILINEAR)
+  return np.clip(np.asarray(back, np.float32), 0, 1)
+
+
 def test_probabilities_come_back_at_each_photo_size(predictor):
   for h, w in [(64, 64), (40, 90), (121, 33)]:
-    prob = predictor.predict_probabilities(_photo(h, w)[None])
+    photo = _photo(h, w, seed=h)
+    prob = predictor.predict_probabilities(photo[None])
     assert prob.shape == (1, h, w) and prob.dtype == np.float32
-    assert np.all((prob >= 0) & (prob <= 1))
+    np.testing.assert_allclose(prob[0], _hand_pipeline(predictor, photo), atol=2e-5)
 
 
 def test_full_resolution_feeds_the_photo_at_its_own_size(checkpoint_dir):
@@ -111,7 +124,12 @@ def test_odd_colour_modes_and_exif_are_predicted_at_display_size(predictor, tmp_
     assert np.asarray(Image.open(out / f"{stem}_overlay.png")).shape == (*size, 3)
   on_disk = json.loads((out / "summary.json").read_text())
   assert [r["stem"] for r in on_disk["images"]] == [os.path.splitext(n)[0] for n in cases]
-  assert all(0.0 <= r["score"] <= 1.0 for r in on_disk["images"])
+  for record in on_disk["images"]:
+    prob = np.load(out / f"{record['stem']}_prob.npy")
+    top = np.sort(prob.ravel())[::-1][: max(1, round(prob.size / 100))]
+    assert record["score"] == pytest.approx(float(top.mean()), abs=1e-6)  # mean of the top 1%
+    assert record["max_probability"] == pytest.approx(float(prob.max()))
+    assert record["tampered_fraction"] == pytest.approx(float(np.mean(prob > 0.5)))
 
 
 def test_unreadable_file_is_skipped_by_name_and_the_rest_still_done(predictor, tmp_path):
@@ -224,25 +242,74 @@ def test_tiles_cover_the_image_and_blend_weights_sum_to_one_where_tiles_meet():
   np.testing.assert_allclose(ramp[96:] + ramp[:32], 1.0, atol=1e-6)
 
 
-def test_tiled_full_resolution_matches_whole_image_where_one_tile_suffices(tmp_path):
-  path = save_tiny_checkpoint(tmp_path)
-  image = np.random.default_rng(0).integers(0, 256, (96, 120, 3), dtype=np.uint8)
-  whole = Predictor.from_checkpoint(path, full_resolution=True, tile_size=0).predict_image(image)
-  one_tile = Predictor.from_checkpoint(path, full_resolution=True, tile_size=128).predict_image(
-    image
+class PixelwiseForward:
+  """Stand-in for ``Predictor._apply``: each output pixel is a fixed function of that input
+  pixel alone, so a correct tiling reproduces the whole-image map exactly and a tile taken
+  from or written to the wrong place does not. Records the input shapes it was given."""
+
+  def __init__(self):
+    self.shapes = []
+
+  def __call__(self, variables, x):
+    del variables
+    x = np.asarray(x, np.float64)
+    self.shapes.append(x.shape)
+    z = 0.9 * x[..., 0] - 0.5 * x[..., 1] + 0.2 * x[..., 2]
+    return (1 / (1 + np.exp(-z))).astype(np.float32)
+
+
+@pytest.mark.parametrize("size", [(150, 200), (50, 200)])
+def test_tiles_blend_back_into_the_whole_image_map(checkpoint_dir, size):
+  """150x200 in 64-pixel tiles with 16 overlap: tile rows start at 0, 48, 86 and columns at
+  0, 48, 96, 136 (the last ones flush with the border); 50 high is padded to one tile row."""
+  image = _photo(*size, seed=11)
+  tiled = Predictor.from_checkpoint(
+    checkpoint_dir, full_resolution=True, tile_size=64, tile_overlap=16
   )
-  np.testing.assert_allclose(whole, one_tile, atol=1e-6)
-  tiled = Predictor.from_checkpoint(path, full_resolution=True, tile_size=64, tile_overlap=16)
-  probs = tiled.predict_image(image)
-  assert probs.shape == (96, 120) and np.all((probs >= 0) & (probs <= 1))
-  # Tiles see less context than the whole image, but a random-weight model's map stays close.
-  assert np.abs(probs - whole).mean() < 0.1
+  tiled.__dict__["_apply"] = forward = PixelwiseForward()
+  got = tiled.predict_image(image)
+  rows = 3 if size[0] == 150 else 1
+  assert forward.shapes == [(1, 64, 64, 3)] * (rows * 4)  # it did predict tile by tile
+  x = preprocessing.normalize_images(image[None], "imagenet")
+  whole = forward(None, x)[0]
+  assert got.shape == size
+  np.testing.assert_allclose(got, whole, rtol=0, atol=1e-6)
 
 
-def test_bad_tile_overlap_is_a_named_error(tmp_path):
-  path = save_tiny_checkpoint(tmp_path)
+def test_tiled_real_model_equals_each_tile_predicted_alone_where_only_it_covers(checkpoint_dir):
+  """With the real network: where a single tile covers a pixel, the blend is that tile's map."""
+  image = _photo(150, 200, seed=12)
+  tiled = Predictor.from_checkpoint(
+    checkpoint_dir, full_resolution=True, tile_size=64, tile_overlap=16
+  ).predict_image(image)
+  alone = Predictor.from_checkpoint(checkpoint_dir, full_resolution=True, tile_size=0)
+  first = alone.predict_image(image[0:64, 0:64])  # rows 0..47, columns 0..47: only this tile
+  np.testing.assert_allclose(tiled[0:48, 0:48], first[0:48, 0:48], atol=1e-6)
+  last = alone.predict_image(image[86:150, 136:200])  # rows 112.., columns 160..: only this one
+  np.testing.assert_allclose(tiled[112:150, 160:200], last[26:64, 24:64], atol=1e-6)
+  middle = alone.predict_image(image[48:112, 48:112])  # rows 64..85, columns 64..95
+  np.testing.assert_allclose(tiled[64:86, 64:96], middle[16:38, 16:48], atol=1e-6)
+
+
+def test_photo_within_one_tile_is_predicted_whole(checkpoint_dir):
+  image = _photo(96, 120, seed=13)
+  whole = Predictor.from_checkpoint(checkpoint_dir, full_resolution=True, tile_size=0)
+  one_tile = Predictor.from_checkpoint(checkpoint_dir, full_resolution=True, tile_size=128)
+  one_tile.__dict__["_apply"] = forward = PixelwiseForward()
+  one_tile.predict_image(image)
+  assert forward.shapes == [(1, 96, 120, 3)]  # not padded up to a 128 tile
+  np.testing.assert_allclose(
+    Predictor.from_checkpoint(checkpoint_dir, full_resolution=True, tile_size=128).predict_image(
+      image
+    ),
+    whole.predict_image(image),
+    atol=1e-6,
+  )
+
+
+def test_bad_tile_overlap_is_a_named_error(checkpoint_dir):
   with pytest.raises(SdpalError, match="tile_overlap=40"):
-    Predictor.from_checkpoint(path, full_resolution=True, tile_size=64, tile_overlap=40)
+    Predictor.from_checkpoint(checkpoint_dir, full_resolution=True, tile_size=64, tile_overlap=40)
 
 
 MULTI_DEVICE = """

@@ -14,7 +14,11 @@ from sdpal_jax.errors import CheckpointError
 from sdpal_jax.models import DPAL, build_model
 from sdpal_jax.models.layers import ConvBN
 
+pytestmark = pytest.mark.torch
 torch = pytest.importorskip("torch", reason="the torch extra is not installed")
+from torch_release_layout import ReleaseLayout, randomised_state_dict  # noqa: E402
+from torch_release_layout import ResNet as TorchResNet  # noqa: E402
+
 F = torch.nn.functional
 torch.set_num_threads(1)
 
@@ -148,41 +152,49 @@ def test_dpal_block_matches_torch_with_release_key_names():
   np.testing.assert_allclose(got, _nhwc(torch_block(_nchw(x))), atol=1e-4)
 
 
-def _release_like_state_dict(model_config, rng):
-  """A state dict in the release's key layout, built from our model's own shapes."""
-  expected = torch_import._expected_variables(build_model(model_config))
-  state = {}
-  for key, spec in traverse_util.flatten_dict(expected).items():
-    value = rng.normal(size=spec.shape).astype(np.float32)
-    if key[-1] == "var":
-      value = np.abs(value) + 0.5
-    if key[-1] == "kernel" and value.ndim == 4:
-      value = np.transpose(value, (3, 2, 0, 1))
-    state[torch_import._torch_key(key, torch_import._release_layer)] = value
-  return state
-
-
-def test_release_state_dict_round_trips_and_ignores_unused_release_keys():
+@pytest.fixture(scope="module")
+def release_layout():
+  """A torch network in the release's layout (tiny widths) and its randomised state dict."""
   config = tiny_model_config()
-  state = _release_like_state_dict(config, np.random.default_rng(5))
+  network = ReleaseLayout(config).eval()
+  return config, network, randomised_state_dict(network, seed=5)
+
+
+def test_release_state_dict_converts_key_for_key_and_predicts_like_the_torch_network(
+  release_layout,
+):
+  """The keys come from torch's own ``state_dict()`` of a network built in the release's
+  layout: conversion must use every one of its tensors once (except the release's unused
+  ``mscc.decoder`` and ``num_batches_tracked``), and the converted model must compute what
+  the torch network computes."""
+  config, network, state = release_layout
   assert "mscc.backbone_net.stem.3.weight" in state
   assert "unet.down2.maxpool_conv.1.double_conv.4.running_var" in state
-  state["mscc.decoder.0.weight"] = np.zeros((1, 1, 1, 1), np.float32)
-  state["fuse_conv.1.num_batches_tracked"] = np.zeros((), np.float32)
+  assert "mscc.decoder.0.weight" in state and "fuse_conv.1.num_batches_tracked" in state
   variables = torch_import.convert_release_state_dict(state, config)
-  np.testing.assert_array_equal(
-    variables["params"]["dpal"]["to_q1"]["kernel"],
-    np.transpose(state["diff_attn.to_q1.weight"], (2, 3, 1, 0)),
-  )
-  np.testing.assert_array_equal(
-    variables["batch_stats"]["decoder"]["up3"]["conv2"]["norm"]["bn"]["var"],
-    state["unet.up3.conv.double_conv.4.running_var"],
-  )
+  by_bytes = {np.ascontiguousarray(v).tobytes(): k for k, v in state.items() if v.ndim}
+  used = []
+  for path, value in traverse_util.flatten_dict(variables).items():
+    value = np.asarray(value)
+    torch_layout = np.transpose(value, (3, 2, 0, 1)) if value.ndim == 4 else value
+    key = by_bytes.get(np.ascontiguousarray(torch_layout).tobytes())
+    assert key is not None, f"{'/'.join(path)} holds no tensor of the file"
+    used.append(key)
+  expected = {
+    k for k in state if not k.startswith("mscc.decoder.") and not k.endswith("num_batches_tracked")
+  }
+  assert sorted(used) == sorted(expected)  # each tensor used exactly once
+  images = np.random.default_rng(6).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+  with torch.no_grad():
+    want = network(_nchw(images), (64, 64)).numpy()
+  got = np.asarray(build_model(config).apply(variables, jnp.asarray(images), train=False))
+  assert np.abs(want).max() > 1e-2  # a non-trivial map
+  np.testing.assert_allclose(got, want, atol=1e-3 * np.abs(want).max())
 
 
-def test_unknown_missing_and_misshaped_keys_are_listed_together():
-  config = tiny_model_config()
-  state = _release_like_state_dict(config, np.random.default_rng(6))
+def test_unknown_missing_and_misshaped_keys_are_listed_together(release_layout):
+  config, _, state = release_layout
+  state = dict(state)
   state["extra.layer.weight"] = np.zeros(3, np.float32)
   del state["fuse_conv.0.weight"]
   state["unet.outc.conv.bias"] = np.zeros(2, np.float32)
@@ -197,25 +209,25 @@ def test_unknown_missing_and_misshaped_keys_are_listed_together():
 
 @pytest.mark.parametrize("deep_stem,prefix", [(False, ""), (True, "backbone.")])
 def test_imagenet_resnet_files_convert_and_merge_into_the_model(deep_stem, prefix):
+  """A torchvision-layout (``conv1``/``bn1``) or mmcls-v1c-layout (``backbone.stem.*``) ResNet-18
+  built in torch: its state dict converts, and the converted backbone computes torch's four
+  stage outputs (output stride 32, as ImageNet trained it)."""
   from sdpal_jax.models import ResNet
 
-  net = ResNet(18, deep_stem)
-  expected = jax.eval_shape(
-    lambda: net.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False)
-  )
-  rng = np.random.default_rng(7)
-  state = {}
-  for key, spec in traverse_util.flatten_dict(dict(expected)).items():
-    value = rng.normal(size=spec.shape).astype(np.float32)
-    if key[-1] == "kernel":
-      value = np.transpose(value, (3, 2, 0, 1))
-    state[prefix + torch_import._torch_key(key, lambda p: torch_import._backbone_layer(p, ""))] = (
-      value
-    )
+  network = TorchResNet(18, deep_stem, strides=(1, 2, 2, 2), dilations=(1, 1, 1, 1)).eval()
+  state = {prefix + k: v for k, v in randomised_state_dict(network, seed=7).items()}
   state[prefix + ("head.fc.weight" if prefix else "fc.weight")] = np.zeros((10, 512), np.float32)
   if not deep_stem:
     assert "conv1.weight" in state and "layer4.1.bn2.running_mean" in state
   backbone = torch_import.convert_resnet_state_dict(state, depth=18, deep_stem=deep_stem)
+  images = np.random.default_rng(8).normal(size=(2, 64, 64, 3)).astype(np.float32)
+  with torch.no_grad():
+    want = [t.numpy() for t in network(_nchw(images))]
+  got = ResNet(18, deep_stem, output_stride=32).apply(backbone, jnp.asarray(images), train=False)
+  for stage, (a, b) in enumerate(zip(got, want, strict=True)):
+    np.testing.assert_allclose(
+      np.asarray(a), np.transpose(b, (0, 2, 3, 1)), atol=1e-4 * np.abs(b).max(), err_msg=stage
+    )
   model = build_model(tiny_model_config(deep_stem=deep_stem))
   variables = jax.eval_shape(
     lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False)
@@ -224,7 +236,7 @@ def test_imagenet_resnet_files_convert_and_merge_into_the_model(deep_stem, prefi
   merged = torch_import.merge_backbone_variables(variables, backbone)
   np.testing.assert_array_equal(
     merged["params"]["backbone"]["layer1_0"]["conv1"]["conv"]["kernel"],
-    backbone["params"]["layer1_0"]["conv1"]["conv"]["kernel"],
+    np.transpose(state[prefix + "layer1.0.conv1.weight"], (2, 3, 1, 0)),
   )
 
 
