@@ -5,11 +5,14 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from model_fixtures import save_tiny_checkpoint
 
 from sdpal_jax import configs, train_state
 from sdpal_jax.inference import Predictor
 from sdpal_jax.models import build_model
+
+pytestmark = pytest.mark.slow  # each test compiles the tiny network several times: 30-50 s
 
 
 def _count_compilations(fn):

@@ -112,6 +112,7 @@ def test_paper_model_has_the_release_parameter_count(name):
   assert abs(count - RELEASE_PARAMETERS) < 0.1e6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,arg", [("quickstart", None), ("tiny", None), ("casia_v2", None)])
 def test_configs_take_real_training_steps_on_fake_data(name, arg):
   c = load_config(name, arg)

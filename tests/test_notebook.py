@@ -12,6 +12,8 @@ from nbclient import NotebookClient
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 NOTEBOOK = os.path.join(ROOT, "notebooks", "sdpal_colab.ipynb")
 
+pytestmark = pytest.mark.slow  # installs the checkout and runs every cell: minutes
+
 
 def _offline_pip_args() -> str:
   """``pip install`` arguments that install the checkout cheaply, offline where possible.

@@ -43,6 +43,7 @@ def uninterrupted(tmp_path_factory):
   return workdir, train.train_and_evaluate(config, str(workdir))
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_and_leaves_a_checkpoint_predict_can_use(tmp_path):
   config = _tiny(
     num_train_steps=12, log_every_steps=3, eval_every_steps=12, checkpoint_every_steps=12
@@ -59,6 +60,7 @@ def test_training_lowers_the_loss_and_leaves_a_checkpoint_predict_can_use(tmp_pa
   assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path))
 
 
+@pytest.mark.slow
 def test_resumed_run_ends_with_the_same_parameters(uninterrupted, tmp_path):
   _, full = uninterrupted
   train.train_and_evaluate(_tiny(num_train_steps=2), str(tmp_path))
@@ -68,6 +70,7 @@ def test_resumed_run_ends_with_the_same_parameters(uninterrupted, tmp_path):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_best_checkpoint_is_kept_beside_the_latest(uninterrupted):
   workdir, _ = uninterrupted
   assert os.listdir(workdir / checkpoint.BEST_DIR)
@@ -75,6 +78,7 @@ def test_best_checkpoint_is_kept_beside_the_latest(uninterrupted):
   assert not (workdir / "best_f1.txt").exists()  # orbax's own step metrics, no sidecar
 
 
+@pytest.mark.slow
 def test_best_checkpoint_metric_equals_what_evaluate_prints_for_it(uninterrupted):
   workdir, result = uninterrupted
   best = checkpoint.checkpoint_manager(str(workdir / checkpoint.BEST_DIR), max_to_keep=None)
@@ -143,6 +147,7 @@ def test_bad_config_names_and_values_exit_2_with_one_error_line(tmp_path):
     assert "Traceback" not in run.stderr
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
   proc = subprocess.Popen(
     _cli(tmp_path, "--config.num_train_steps=100000", "--config.checkpoint_every_steps=1000",
@@ -196,6 +201,7 @@ def test_eight_devices_give_the_parameters_of_one_device(tmp_path):
   sgd_training.assert_same_training(sgd_training.load_run(str(out)), single, before)
 
 
+@pytest.mark.slow
 def test_config_json_records_model_and_preprocessing(uninterrupted):
   workdir, _ = uninterrupted
   raw = json.loads((workdir / "config.json").read_text())
