@@ -73,7 +73,9 @@ def test_batchnorm_train_mode_matches_torch_outputs_and_running_statistics(shape
     y, updates = bn.apply(variables, jnp.asarray(x), train=True, mutable=["batch_stats"])
     variables = {"params": variables["params"], **updates}
     expected = torch_bn(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-    np.testing.assert_allclose(y, expected.detach().numpy(), rtol=1e-5, atol=1e-5)
+    # Values ~50 +- 3 in float32: the batch mean carries ~1e-4 of summation-order rounding
+    # (XLA's and torch's reductions split differently with the thread count), i.e. ~3e-5 in y.
+    np.testing.assert_allclose(y, expected.detach().numpy(), rtol=1e-5, atol=1e-4)
   stats = variables["batch_stats"]["bn"]
   np.testing.assert_allclose(stats["mean"], torch_bn.running_mean.numpy(), rtol=1e-6)
   np.testing.assert_allclose(stats["var"], torch_bn.running_var.numpy(), rtol=1e-5)
