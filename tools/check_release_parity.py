@@ -214,7 +214,7 @@ def release_train(model, batch, steps: int, release, convert, dtype: str = "floa
     torch.set_default_dtype(previous)
 
 
-def _train_config(steps: int, model_config):
+def release_train_config(steps: int, model_config=None):
   import ml_collections  # noqa: PLC0415
 
   c = ml_collections.ConfigDict()
@@ -241,7 +241,7 @@ def jax_train(variables, batch, steps: int, model_config) -> dict[str, Any]:
   from sdpal_jax import train_state  # noqa: PLC0415
   from sdpal_jax.models import build_model  # noqa: PLC0415
 
-  config = _train_config(steps, model_config)
+  config = release_train_config(steps, model_config)
   state = train_state.create_train_state(
     config, build_model(model_config), jax.random.key(0), variables=variables
   )
@@ -366,7 +366,7 @@ def train_parity(
   }
 
 
-def within_tolerance(result: dict[str, Any]) -> list[str]:
+def tolerance_violations(result: dict[str, Any]) -> list[str]:
   """The measures where ours exceeds RATIO x the release's float32 error + the floor."""
   ours, base = result["ours"], result["release32"]
   return [k for k, floor in FLOORS.items() if not ours[k] <= RATIO * base[k] + floor]
@@ -412,7 +412,7 @@ def main() -> int:
     for name, losses in result["losses"].items():
       print(f"{size}x{size} losses {name}: " + " ".join(f"{v:.7f}" for v in losses))
     lines.append(f"[{summary(result)}]")
-    failed += [f"{size}px:{k}" for k in within_tolerance(result)]
+    failed += [f"{size}px:{k}" for k in tolerance_violations(result)]
   print(f"tolerance: ours <= {RATIO:g} x release_f32 + floor, both measured against release_f64")
   print(("FAIL " + ",".join(failed) + " " if failed else "OK ") + " ".join(lines))
   return 1 if failed else 0
