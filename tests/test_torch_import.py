@@ -16,7 +16,7 @@ from sdpal_jax.models.layers import ConvBN
 
 pytestmark = pytest.mark.torch
 torch = pytest.importorskip("torch", reason="the torch extra is not installed")
-from torch_release_layout import ReleaseLayout, randomised_state_dict  # noqa: E402
+from torch_release_layout import DiffAttention, ReleaseLayout, randomised_state_dict  # noqa: E402
 from torch_release_layout import ResNet as TorchResNet  # noqa: E402
 
 F = torch.nn.functional
@@ -94,18 +94,14 @@ def test_neighbour_pixel_residual_matches_torch_scale_factor_resizes():
   )
 
 
-class TorchDifferentialAttention(torch.nn.Module):
+class TorchDifferentialAttention(DiffAttention):
   """DPAL as the release's ``sdpal.py`` has it (``DiffAttention2D`` then ``ConvRefine``).
 
   Two softmax maps subtracted, ``unify``, then ``refine``; both residual.
   """
 
   def __init__(self, channels, heads):
-    super().__init__()
-    self.heads = heads
-    for name in ("to_q1", "to_k1", "to_q2", "to_k2", "to_v"):
-      setattr(self, name, torch.nn.Conv2d(channels, channels, 1, bias=False))
-    self.unify = torch.nn.Conv2d(channels, channels, 1)
+    super().__init__(channels, heads)
     self.refine = torch.nn.Sequential(
       torch.nn.Conv2d(channels, channels, 3, padding=1),
       torch.nn.BatchNorm2d(channels),
@@ -116,20 +112,7 @@ class TorchDifferentialAttention(torch.nn.Module):
     )
 
   def forward(self, x):
-    b, c, h, w = x.shape
-    d = c // self.heads
-
-    def heads(conv):
-      return conv(x).reshape(b, self.heads, d, h * w)
-
-    def attention(q, k):
-      return torch.softmax(torch.einsum("bhdn,bhdm->bhnm", q, k) / d**0.5, dim=-1)
-
-    diff = attention(heads(self.to_q1), heads(self.to_k1)) - attention(
-      heads(self.to_q2), heads(self.to_k2)
-    )
-    out = torch.einsum("bhnm,bhdm->bhdn", diff, heads(self.to_v)).reshape(b, c, h, w)
-    x = self.unify(out) + x
+    x = super().forward(x)
     return self.refine(x) + x
 
 
