@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from dataset_fixtures import build_from_manual_dir as _build
 from PIL import Image
 
 import sdpal_jax.datasets  # noqa: F401 (registers the builders)
@@ -39,17 +40,6 @@ def _mask(path, rows, size=SIZE, inverted=False, colour=None):
     Image.fromarray(rgb).save(path, quality=95)
     return
   Image.fromarray(mask).save(path)
-
-
-def _build(name, manual_dir, data_dir):
-  builder = tfds.builder(name, data_dir=str(data_dir))
-  builder.download_and_prepare(
-    download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir))
-  )
-  out = {}
-  for split in builder.info.splits:
-    out[split] = list(tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)))
-  return builder, out
 
 
 def _check_rows_tampered(example, rows):

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
+from dataset_fixtures import build_from_manual_dir as _build
 from PIL import Image
 
 import sdpal_jax.datasets  # noqa: F401 (registers the builders)
@@ -45,18 +45,6 @@ def _mask(path, rows):
 
 def _rows(i):
   return slice(i % 10, i % 10 + 3)
-
-
-def _build(name, manual_dir, data_dir):
-  builder = tfds.builder(name, data_dir=str(data_dir))
-  builder.download_and_prepare(
-    download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir))
-  )
-  splits = {
-    split: list(tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)))
-    for split in builder.info.splits
-  }
-  return builder, splits
 
 
 def _check(splits, names, folder):
