@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
+from scipy import ndimage
 
 from sdpal_jax.datasets import sources, synthetic_forgery
 from sdpal_jax.errors import SdpalError
@@ -80,6 +81,123 @@ def test_splits_draw_from_disjoint_rows_of_each_photo():
     for seed in range(5):
       crop = synthetic_forgery._crop(photo, split, 32, np.random.default_rng(seed))
       assert crop.min() >= int(low * 255) - 2 and crop.max() <= int(high * 255) + 2, split
+
+
+def _discs_on_grey(size=80):
+  """A flat grey photo with three flat discs (radius 8, 10, 13) away from the border."""
+  image = np.full((size, size, 3), 110, np.uint8)
+  yy, xx = np.mgrid[:size, :size]
+  discs = []
+  for (cy, cx, r), colour in zip(
+    ((20, 20, 8), (22, 56, 10), (56, 40, 13)), (30, 200, 250), strict=True
+  ):
+    disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    image[disc] = (colour, 255 - colour, colour // 2)
+    discs.append(disc)
+  return image, discs
+
+
+def test_object_regions_follow_the_object_borders_of_the_photo():
+  image, discs = _discs_on_grey()
+  # Segmentation smooths the photo first (sigma 0.8): a border may move by two or three pixels.
+  near_any = ndimage.binary_dilation(np.any(discs, axis=0), iterations=3)
+  for seed in range(8):
+    region = synthetic_forgery._object_mask(image, np.random.default_rng(seed))
+    assert region.any()
+    # Every region pixel lies on a disc, and a disc it touches is taken nearly whole.
+    assert near_any[region].all(), seed
+    for disc in discs:
+      if (region & disc).any():
+        assert (region & disc).sum() >= 0.9 * disc.sum(), seed
+
+
+def test_thin_or_missing_segments_fall_back_to_a_solid_blob():
+  flat = np.full((64, 64, 3), 90, np.uint8)  # one segment, touching the border: no object
+  region = synthetic_forgery._object_mask(flat, np.random.default_rng(0))
+  assert 0.02 < region.mean() < 0.35
+  assert ndimage.binary_erosion(region, iterations=2).sum() > 0.4 * region.sum()
+
+
+def test_moved_content_keeps_its_region_inside_the_frame_and_moves():
+  image, discs = _discs_on_grey()
+  for seed in range(10):
+    content, alpha = synthetic_forgery._warp(image, discs[0], np.random.default_rng(seed))
+    assert content.shape == image.shape and alpha.shape == discs[0].shape
+    area = alpha.sum() / discs[0].sum()
+    assert 0.3 < area < 2.4, (seed, area)  # rescaled by 0.6-1.5x (area 0.36-2.25)
+    # What lies under the moved region is the disc's colour (not black padding).
+    inner = ndimage.binary_erosion(alpha > 0.5, iterations=2)
+    if inner.any():
+      np.testing.assert_allclose(content[inner].mean(0), image[discs[0]].mean(0), atol=12)
+
+
+def test_copy_move_masks_the_destination_where_the_photo_changed(photos):
+  config = synthetic_forgery.SyntheticForgeryConfig(
+    name="t", image_size=64, authentic_fraction=0.0, manipulations=("copymove",)
+  )
+  for index in range(6):
+    image, mask, kind = synthetic_forgery.make_example(photos, "train", index, config)
+    assert kind == "copymove" and 0.005 < mask.mean() < 0.4
+
+
+def _photo_folder(root, count=24):
+  """Noise-textured photos of mixed sizes (some nested), one corrupt file, one too small."""
+  rng = np.random.default_rng(0)
+  for i in range(count):
+    h, w = (int(v) for v in rng.integers(70, 140, 2))
+    smooth = ndimage.gaussian_filter(rng.normal(128, 60, (h, w, 3)), (3, 3, 0))
+    folder = os.path.join(root, "nested" if i % 3 == 0 else "")
+    os.makedirs(folder, exist_ok=True)
+    Image.fromarray(np.clip(smooth, 0, 255).astype(np.uint8)).save(
+      os.path.join(folder, f"photo_{i:02d}.jpg"), quality=90
+    )
+  with open(os.path.join(root, "broken.jpg"), "wb") as f:
+    f.write(b"\xff\xd8\xff not a photo")
+  Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(os.path.join(root, "tiny.png"))
+
+
+def _photos_config(**overrides):
+  fields = dict(
+    name="photos_test", photos_from_manual_dir=True, image_size=64, num_train=6,
+    num_validation=3, num_test=3,
+  )  # fmt: skip
+  fields.update(overrides)
+  return synthetic_forgery.SyntheticForgeryConfig(**fields)
+
+
+def test_photos_from_a_folder_build_every_split_from_its_own_photos(tmp_path, caplog):
+  _photo_folder(str(tmp_path / "photos"))
+  builder = synthetic_forgery.SyntheticForgery(
+    config=_photos_config(), data_dir=str(tmp_path / "data")
+  )
+  with caplog.at_level("WARNING"):
+    builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path / "photos"))
+    )
+  assert {k: v.num_examples for k, v in builder.info.splits.items()} == {
+    "train": 6, "validation": 3, "test": 3,
+  }  # fmt: skip
+  log = caplog.text
+  assert "broken.jpg" in log and "tiny.png" in log and "smaller than the 64-pixel" in log
+  for ex in tfds.as_numpy(builder.as_dataset(split="train")):
+    assert ex["image"].shape == (64, 64, 3) and ex["mask"].shape == (64, 64, 1)
+  # Which split each photo feeds is a function of its relative path alone.
+  names = [f"nested/photo_{i:02d}.jpg" if i % 3 == 0 else f"photo_{i:02d}.jpg" for i in range(24)]
+  by_split = {s: [n for n in names if synthetic_forgery.photo_split(n) == s] for s in ("train", "validation", "test")}  # fmt: skip
+  assert sum(map(len, by_split.values())) == 24 and all(by_split.values())
+  assert synthetic_forgery.photo_split("a/b.jpg") == synthetic_forgery.photo_split("a/b.jpg")
+
+
+def test_photos_config_without_enough_photos_names_the_missing_split(tmp_path):
+  _photo_folder(str(tmp_path / "photos"), count=1)
+  builder = synthetic_forgery.SyntheticForgery(
+    config=_photos_config(), data_dir=str(tmp_path / "data")
+  )
+  with pytest.raises(SdpalError, match=r"no usable photo for the .* split") as raised:
+    builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path / "photos"))
+    )
+  assert "--manual_dir MY_PHOTOS" in str(raised.value)
 
 
 def _fixture_tree(root):

@@ -1,56 +1,79 @@
-"""``synthetic_forgery``: realistic forgeries made locally from photos shipped in installed packages.
+"""``synthetic_forgery``: forgeries generated locally from real photographs, with exact masks.
 
-No download: the source photos are the real photographs bundled with
-scikit-image (``skimage/data``), scikit-learn (``sklearn/datasets/images``) and
-matplotlib (``mpl-data/sample_data/grace_hopper.jpg``).
+Photos: by default the real photographs bundled with installed packages
+(scikit-image ``skimage/data``, scikit-learn ``sklearn/datasets/images``,
+matplotlib's ``grace_hopper.jpg``: 18 photos, no download). The ``photos`` and
+``photos_small`` configs read every image under ``manual_dir`` instead (any
+folder of the user's own photos, recursively), the way TampCOCO was made from
+COCO (Kwon et al., "Learning JPEG compression artifacts for image manipulation
+detection and localization", IJCV 2022).
 
-Each tampered example applies one manipulation inside an irregular region
-(a thresholded blob of smoothed noise, 3-20% of the image):
+What a generated forgery carries, after what real archives show:
 
-* ``splice`` — content from another photo of the pool, resampled and rotated,
-  optionally JPEG-compressed at another quality first and with a different
-  noise level, pasted with a feathered (blurred) or sharpened border;
-* ``copymove`` — content of the same photo from elsewhere, resampled/rotated,
-  with the same border and noise treatments;
-* ``removal`` — the region is filled by diffusion from its surroundings
-  (object removal by inpainting), which erases the sensor noise inside.
+* **Each photo is a camera JPEG first.** A window of the photo, downscaled by
+  at most 2.5x (mostly less, so the sensor noise survives), is JPEG-compressed
+  at its own quality (70-98), as the authentic photos of CASIA v1.0 (Corel
+  JPEGs, Dong et al., "CASIA image tampering detection evaluation database",
+  ChinaSIP 2013) are; host and donor get different qualities and noise.
+* **Object-shaped regions.** Most regions are segments of the photo they are
+  cut from (Felzenszwalb-Huttenlocher graph segmentation, merged with
+  neighbours up to the target size, holes filled): their borders follow real
+  edges, as CASIA's hand-cut objects do. The rest are irregular blobs.
+* ``splice``: an object of another photo, rescaled (0.6-1.5x) and rotated
+  (+-30 degrees) so its JPEG grid no longer lines up, optionally recoloured
+  (brightness, contrast, gamma), pasted at a random place with a hard,
+  feathered or sharpened border.
+* ``copymove``: an object of the same photo, moved, rescaled and rotated
+  (COVERAGE's similar-but-genuine objects: Wen et al., "COVERAGE - a novel
+  database for copy-move forgery detection", ICIP 2016).
+* ``removal``: an object filled by diffusion from its surroundings
+  (inpainting), which erases the sensor noise and JPEG grid inside.
 
-These are the traces forensic methods key on (resampling, blur/sharpening of
-the border, noise-level and JPEG-quality mismatch). Every image, tampered or
-not, is then re-compressed as a whole as JPEG (quality 70-95), so the
-compression itself is no cue. About a third of the images are authentic
-(global edits only: mild colour jitter, rescaling, the same re-compression)
-with an empty mask. Masks are exact: the pixels whose pasted alpha is above
-0.5, or the filled region.
+The tampered photo is then saved once more: as JPEG (quality 65-95, a double
+compression whose grid is aligned everywhere but in the pasted region) with
+probability 3/4, otherwise losslessly (COVERAGE ships TIFFs). Authentic
+examples (``authentic_fraction``) go through the same camera and final
+compression with global edits only and an empty mask, so compression alone
+is no cue. The mask is the pasted (destination) region: alpha > 0.5.
 
-Splits come from disjoint parts of every source photo: rows [0, 60%) feed
-``train``, [60%, 75%) ``validation`` and [75%, 100%) ``test``; donors for
-splicing come from the same split. Every example is a pure function of
-(config, split, index): builds are deterministic.
+Splits: with the bundled photos (too few to split by photo), rows
+[0, 60%) of every photo feed ``train``, [60%, 75%) ``validation`` and
+[75%, 100%) ``test``; with ``manual_dir`` photos each photo belongs to one
+split (SHA-1 of its relative path: 80/10/10). Donors come from the same
+split. Every example is a pure function of (config, split, index, photos):
+builds are deterministic.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import glob
+import hashlib
 import io
 import os
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 from PIL import Image, ImageFilter
 from scipy import ndimage
 
-from sdpal_jax.image_io import load_image
+from sdpal_jax.errors import ImageReadError, SdpalError
+from sdpal_jax.image_io import IMAGE_EXTENSIONS, load_image
 
 MANIPULATIONS = ("splice", "copymove", "removal")
+# Removal is rarer: the public test sets (CASIA v1.0, COVERAGE) hold splices and copy-moves.
+MANIPULATION_WEIGHTS = {"splice": 3.0, "copymove": 3.0, "removal": 1.0}
 SPLIT_ROWS = {"train": (0.0, 0.6), "validation": (0.6, 0.75), "test": (0.75, 1.0)}
+# Share of manual_dir photos per split (by the SHA-1 of the relative path, in percent).
+PHOTO_SPLIT_PERCENT = {"train": (0, 80), "validation": (80, 90), "test": (90, 100)}
 _SPLIT_SEEDS = {"train": 0, "validation": 1, "test": 2}
 _SKIMAGE_PHOTOS = (
   "astronaut.png", "brick.png", "camera.png", "chelsea.png", "coffee.png", "coins.png",
   "grass.png", "gravel.png", "hubble_deep_field.jpg", "ihc.png", "moon.png",
   "motorcycle_left.png", "motorcycle_right.png", "retina.jpg", "rocket.jpg",
 )  # fmt: skip
+_MAX_DOWNSCALE = 2.5
 
 
 def source_photo_paths() -> list[str]:
@@ -67,9 +90,33 @@ def source_photo_paths() -> list[str]:
   return [p for p in paths if os.path.exists(p)]
 
 
+def photo_split(relative_path: str) -> str:
+  """The split a ``manual_dir`` photo belongs to, by the SHA-1 of its relative path."""
+  percent = int(hashlib.sha1(relative_path.encode("utf-8")).hexdigest(), 16) % 100
+  return next(s for s, (lo, hi) in PHOTO_SPLIT_PERCENT.items() if lo <= percent < hi)
+
+
+def folder_photo_paths(root: str) -> list[str]:
+  """Every image file under ``root`` (recursively, sorted), hidden files left out."""
+  found = []
+  for folder, dirs, files in os.walk(root):
+    dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+    found += [
+      os.path.join(folder, n)
+      for n in files
+      if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith(".")
+    ]
+  return sorted(found)
+
+
 @dataclasses.dataclass
 class SyntheticForgeryConfig(tfds.core.BuilderConfig):
-  """Which manipulations, how many images of what size."""
+  """Which manipulations, how many images of what size, and whose photos.
+
+  ``photos_from_manual_dir``: generate from the photos under ``manual_dir``
+  (split by photo) instead of the bundled ones (split by rows).
+  ``object_region_fraction``: share of regions cut along image segments.
+  """
 
   manipulations: tuple[str, ...] = MANIPULATIONS
   image_size: int = 256
@@ -77,6 +124,8 @@ class SyntheticForgeryConfig(tfds.core.BuilderConfig):
   num_validation: int = 150
   num_test: int = 300
   authentic_fraction: float = 1 / 3
+  object_region_fraction: float = 0.7
+  photos_from_manual_dir: bool = False
   seed: int = 0
 
 
@@ -89,22 +138,38 @@ def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
   return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
 
 
-def _crop(photo: np.ndarray, split: str, size: int, rng: np.random.Generator) -> np.ndarray:
-  """A random square window inside the split's rows of ``photo``, resampled to ``size``."""
-  h, w = photo.shape[:2]
-  top, bottom = (int(round(f * h)) for f in SPLIT_ROWS[split])
-  region = photo[top:bottom]
-  side_max = min(region.shape[0], w)
-  side = int(rng.uniform(0.6, 1.0) * side_max)
-  y = int(rng.integers(0, region.shape[0] - side + 1))
+def _window(region: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+  """A random square window of ``region`` downscaled to ``size`` by at most 2.5x (log-uniform)."""
+  h, w = region.shape[:2]
+  side_max = min(h, w)
+  side_min = min(size, side_max)
+  side_top = min(side_max, int(size * _MAX_DOWNSCALE))
+  side = int(round(np.exp(rng.uniform(np.log(side_min), np.log(max(side_min, side_top))))))
+  y = int(rng.integers(0, h - side + 1))
   x = int(rng.integers(0, w - side + 1))
   window = region[y : y + side, x : x + side]
+  if side == size:
+    return np.ascontiguousarray(window)
   return np.asarray(Image.fromarray(window).resize((size, size), Image.BICUBIC))
 
 
-def _blob_mask(size: int, rng: np.random.Generator) -> np.ndarray:
+def _crop(photo: np.ndarray, split: str, size: int, rng: np.random.Generator) -> np.ndarray:
+  """A window inside the split's rows of a bundled ``photo`` (see ``SPLIT_ROWS``), ``[S, S, 3]``."""
+  h = photo.shape[0]
+  top, bottom = (int(round(f * h)) for f in SPLIT_ROWS[split])
+  return _window(photo[top:bottom], size, rng)
+
+
+def _camera(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """What a camera leaves: sensor noise of some level, then its own JPEG compression."""
+  if rng.random() < 0.5:
+    photo = np.clip(photo + rng.normal(0, rng.uniform(0.5, 3.0), photo.shape), 0, 255)
+  return _jpeg(photo.astype(np.uint8), rng.integers(70, 99))
+
+
+def _blob_mask(size: int, rng: np.random.Generator, target: float | None = None) -> np.ndarray:
   """An irregular connected region covering roughly 3-20% of the image, bool ``[size, size]``."""
-  target = rng.uniform(0.03, 0.20)
+  target = rng.uniform(0.03, 0.20) if target is None else target
   for _ in range(20):
     noise = ndimage.gaussian_filter(rng.normal(size=(size, size)), sigma=size / rng.uniform(8, 16))
     cy, cx = rng.uniform(0.25, 0.75, 2) * size
@@ -122,32 +187,114 @@ def _blob_mask(size: int, rng: np.random.Generator) -> np.ndarray:
   return mask
 
 
-def _warp(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-  """Resampling: random rotation and scale about the centre, same size out."""
-  h, w = patch.shape[:2]
-  image = Image.fromarray(patch)
-  scale = rng.uniform(0.7, 1.4)
-  image = image.resize((max(1, int(w * scale)), max(1, int(h * scale))), Image.BILINEAR)
-  image = image.rotate(rng.uniform(-30, 30), resample=Image.BILINEAR, expand=False)
-  out = Image.new("RGB", (w, h))
-  out.paste(image, ((w - image.width) // 2, (h - image.height) // 2))
-  return np.asarray(out)
+def _object_mask(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """A region whose border follows edges of ``image``: merged graph segments, 3-20% of it.
+
+  Segments by Felzenszwalb & Huttenlocher ("Efficient graph-based image
+  segmentation", IJCV 2004; ``skimage.segmentation.felzenszwalb``); a seed
+  segment away from the border grows by its largest neighbours until the
+  target size. Falls back to a blob when no segment fits.
+  """
+  from skimage.segmentation import felzenszwalb  # noqa: PLC0415
+
+  size = image.shape[0]
+  target = rng.uniform(0.03, 0.20)
+  segments = felzenszwalb(
+    image, scale=float(rng.uniform(50, 400)), sigma=0.8, min_size=max(8, size * size // 400)
+  )
+  count = int(segments.max()) + 1
+  areas = np.bincount(segments.ravel(), minlength=count) / segments.size
+  edge = np.zeros(count, bool)
+  edge[np.unique(np.concatenate([segments[0], segments[-1], segments[:, 0], segments[:, -1]]))] = (
+    True
+  )
+  seeds = np.flatnonzero((areas < target * 1.5) & (areas > 0.003) & ~edge)
+  if not len(seeds):
+    return _blob_mask(size, rng, target)
+  region = segments == int(rng.choice(seeds))
+  for _ in range(count):
+    if region.mean() >= target:
+      break
+    ring = ndimage.binary_dilation(region, iterations=2) & ~region
+    neighbours = np.bincount(segments[ring], minlength=count)
+    neighbours[edge] = 0
+    neighbours[areas > target] = 0
+    if not neighbours.any():
+      break
+    region |= segments == int(np.argmax(neighbours))
+  region = ndimage.binary_fill_holes(ndimage.binary_opening(region, iterations=1))
+  labels, n = ndimage.label(region)
+  if n:
+    region = labels == (np.argmax(ndimage.sum(region, labels, range(1, n + 1))) + 1)
+  solid = ndimage.binary_erosion(region, iterations=2).sum() > 0.4 * region.sum()
+  if not (0.01 < region.mean() < 0.35 and solid):  # thin slivers are no object
+    return _blob_mask(size, rng, target)
+  return region
+
+
+def _region(image: np.ndarray, rng: np.random.Generator, object_fraction: float) -> np.ndarray:
+  if rng.random() < object_fraction:
+    return _object_mask(image, rng)
+  return _blob_mask(image.shape[0], rng)
+
+
+def _warp(
+  content: np.ndarray, region: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+  """Resample content and region together: rescale (0.6-1.5x), rotate (+-30 deg), move.
+
+  The region ends wholly inside the frame (its centre placed at random where
+  it fits); returns (content uint8 [S,S,3], alpha float32 [S,S] in [0, 1]).
+  """
+  size = content.shape[0]
+  rgba = np.concatenate([content, region[..., None].astype(np.uint8) * 255], axis=-1)
+  image = Image.fromarray(rgba, "RGBA")
+  scale, angle = rng.uniform(0.6, 1.5), rng.uniform(-30, 30)
+  for attempt in range(2):  # a second try unscaled and upright always fits
+    if attempt:
+      scale, angle = 1.0, 0.0
+    resized = image.resize((max(1, round(size * scale)),) * 2, Image.BILINEAR)
+    warped = np.asarray(resized.rotate(angle, resample=Image.BILINEAR, expand=True))
+    ys, xs = np.nonzero(warped[..., 3] > 127)
+    if not len(ys):
+      return content, region.astype(np.float32)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    if y1 - y0 <= size and x1 - x0 <= size:
+      break
+  dy = int(rng.integers(0, size - (y1 - y0) + 1)) - y0
+  dx = int(rng.integers(0, size - (x1 - x0) + 1)) - x0
+  if scale == 1.0 and dy == 0 and dx == 0 and size > y1 - y0:  # a move must move
+    dy = size - y1
+  out = np.zeros((size, size, 4), np.uint8)
+  ty0, tx0 = max(0, dy), max(0, dx)
+  sy0, sx0 = max(0, -dy), max(0, -dx)
+  h = min(size - ty0, warped.shape[0] - sy0)
+  w = min(size - tx0, warped.shape[1] - sx0)
+  out[ty0 : ty0 + h, tx0 : tx0 + w] = warped[sy0 : sy0 + h, sx0 : sx0 + w]
+  return out[..., :3], (out[..., 3] > 127).astype(np.float32)
+
+
+def _recolour(content: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """Another photo's light: brightness, contrast and gamma changes."""
+  x = content.astype(np.float32) / 255
+  x = np.clip((x - 0.5) * rng.uniform(0.8, 1.25) + 0.5 + rng.uniform(-0.08, 0.08), 0, 1)
+  x = x ** rng.uniform(0.8, 1.25) * rng.uniform(0.92, 1.08, 3)
+  return np.clip(x * 255, 0, 255).astype(np.uint8)
 
 
 def _paste(
-  host: np.ndarray, content: np.ndarray, region: np.ndarray, rng
+  host: np.ndarray, content: np.ndarray, alpha: np.ndarray, rng
 ) -> tuple[np.ndarray, np.ndarray]:
-  """Composites ``content`` into ``host`` over ``region`` with forger-style border treatments."""
-  if rng.random() < 0.5:
-    content = _jpeg(content, rng.integers(50, 90))  # JPEG-quality mismatch
-  if rng.random() < 0.5:
-    content = np.clip(content + rng.normal(0, rng.uniform(2, 6), content.shape), 0, 255)
-  alpha = region.astype(np.float32)
-  if rng.random() < 0.6:
-    alpha = ndimage.gaussian_filter(alpha, sigma=rng.uniform(0.7, 2.5))  # feathered border
+  """Composites ``content`` into ``host`` where ``alpha``: a hard, feathered or sharpened border."""
+  if rng.random() < 0.3:
+    content = np.clip(content + rng.normal(0, rng.uniform(1, 5), content.shape), 0, 255)
+  region = alpha > 0.5
+  border = rng.random()
+  if border < 0.35:
+    alpha = ndimage.gaussian_filter(alpha, sigma=rng.uniform(0.5, 2.0))  # feathered
   out = host * (1 - alpha[..., None]) + content * alpha[..., None]
   out = np.clip(out, 0, 255).astype(np.uint8)
-  if rng.random() < 0.3:  # sharpened border
+  if border > 0.85:  # sharpened border
     band = ndimage.binary_dilation(region, iterations=2) & ~ndimage.binary_erosion(
       region, iterations=2
     )
@@ -166,45 +313,70 @@ def _diffusion_fill(image: np.ndarray, region: np.ndarray) -> np.ndarray:
   return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def make_example(photos: list[np.ndarray], split: str, index: int, config: SyntheticForgeryConfig):
-  """One example: (image uint8 [S,S,3], mask uint8 [S,S,1], manipulation name)."""
+def _take(photos: list[np.ndarray], split: str, size: int, rng, by_rows: bool) -> np.ndarray:
+  photo = photos[int(rng.integers(len(photos)))]
+  return _crop(photo, split, size, rng) if by_rows else _window(photo, size, rng)
+
+
+def make_example(
+  photos: list[np.ndarray], split: str, index: int, config: SyntheticForgeryConfig
+) -> tuple[np.ndarray, np.ndarray, str]:
+  """One example: (image uint8 [S,S,3], mask uint8 [S,S,1], manipulation name).
+
+  ``photos``: the split's photos when ``config.photos_from_manual_dir``, else
+  every bundled photo (each example then uses only the split's rows of it).
+  """
   rng = np.random.default_rng([config.seed, _SPLIT_SEEDS[split], index])
   size = config.image_size
-  host_id = int(rng.integers(len(photos)))
-  image = _crop(photos[host_id], split, size, rng)
+  by_rows = not config.photos_from_manual_dir
+  image = _camera(_take(photos, split, size, rng, by_rows), rng)
   region = np.zeros((size, size), bool)
   manipulation = "authentic"
   if rng.random() >= config.authentic_fraction:
-    manipulation = str(rng.choice(config.manipulations))
-    region = _blob_mask(size, rng)
+    weights = np.array([MANIPULATION_WEIGHTS[m] for m in config.manipulations], np.float64)
+    manipulation = str(rng.choice(config.manipulations, p=weights / weights.sum()))
     if manipulation == "splice":
-      donor_id = (host_id + 1 + int(rng.integers(len(photos) - 1))) % len(photos)
-      donor = _warp(_crop(photos[donor_id], split, size, rng), rng)
-      image, region = _paste(image, donor, region, rng)
+      donor = _camera(_take(photos, split, size, rng, by_rows), rng)
+      content, alpha = _warp(donor, _region(donor, rng, config.object_region_fraction), rng)
+      if rng.random() < 0.5:
+        content = _recolour(content, rng)
+      image, region = _paste(image, content, alpha, rng)
     elif manipulation == "copymove":
-      shift = rng.integers(size // 6, size // 2, 2) * rng.choice([-1, 1], 2)
-      moved = _warp(np.roll(image, tuple(int(s) for s in shift), axis=(0, 1)), rng)
-      image, region = _paste(image, moved, region, rng)
+      content, alpha = _warp(image, _region(image, rng, config.object_region_fraction), rng)
+      image, region = _paste(image, content, alpha, rng)
     else:
+      region = _region(image, rng, config.object_region_fraction)
       image = _diffusion_fill(image, region)
   else:  # global edits only
     image = np.clip(image * rng.uniform(0.9, 1.1, 3) + rng.uniform(-8, 8), 0, 255).astype(np.uint8)
-  image = _jpeg(image, rng.integers(70, 96))
+  if rng.random() < 0.75:
+    image = _jpeg(image, rng.integers(65, 96))
   return image, region.astype(np.uint8)[..., None], manipulation
 
 
 class SyntheticForgery(tfds.core.GeneratorBasedBuilder):
   """Locally generated image forgeries with exact masks (see the module docstring)."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Splice, copy-move and removal from bundled photos."}
+  VERSION = tfds.core.Version("2.0.0")
+  RELEASE_NOTES = {
+    "1.0.0": "Splice, copy-move and removal from bundled photos.",
+    "2.0.0": "Camera JPEG per photo, native-scale windows, object-shaped regions, moved and "
+    "recoloured donors, double or no final compression; photos / photos_small from manual_dir; "
+    "mixed_small has 2400 training images.",
+  }
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+    "Only the photos and photos_small configs read manual_dir: put a folder of your own "
+    "photographs there (any depth, any format Pillow reads; JPEG camera photos of mixed sizes "
+    "work best). Each photo goes to one split by the SHA-1 of its relative path (80/10/10).\n"
+    "  python -m sdpal_jax.datasets.build synthetic_forgery/photos_small --manual_dir MY_PHOTOS"
+  )
   BUILDER_CONFIGS = [
     SyntheticForgeryConfig(name="mixed", description="Splice, copy-move and removal."),
     SyntheticForgeryConfig(name="splice", manipulations=("splice",), description="Splicing only."),
     SyntheticForgeryConfig(name="copymove", manipulations=("copymove",), description="Copy-move only."),
     SyntheticForgeryConfig(name="removal", manipulations=("removal",), description="Removal only."),
     SyntheticForgeryConfig(
-      name="mixed_small", image_size=128, num_train=600, num_validation=60, num_test=150,
+      name="mixed_small", image_size=128, num_train=2400, num_validation=60, num_test=150,
       description="A quicker mixed set at 128x128.",
     ),
     *[
@@ -217,6 +389,15 @@ class SyntheticForgery(tfds.core.GeneratorBasedBuilder):
     SyntheticForgeryConfig(
       name="mixed_tiny", image_size=64, num_train=12, num_validation=6, num_test=6,
       description="A handful of 64x64 images for tests.",
+    ),
+    SyntheticForgeryConfig(
+      name="photos", photos_from_manual_dir=True, num_train=4000, num_validation=200,
+      num_test=400, description="Mixed forgeries at 256x256 from the photos in manual_dir.",
+    ),
+    SyntheticForgeryConfig(
+      name="photos_small", photos_from_manual_dir=True, image_size=128, num_train=2400,
+      num_validation=100, num_test=200,
+      description="Mixed forgeries at 128x128 from the photos in manual_dir.",
     ),
   ]  # fmt: skip
 
@@ -236,16 +417,61 @@ class SyntheticForgery(tfds.core.GeneratorBasedBuilder):
     )
 
   def _split_generators(self, dl_manager):
-    del dl_manager  # nothing to download
+    config = self.builder_config
     counts = {
-      "train": self.builder_config.num_train,
-      "validation": self.builder_config.num_validation,
-      "test": self.builder_config.num_test,
+      "train": config.num_train,
+      "validation": config.num_validation,
+      "test": config.num_test,
     }
-    return {split: self._generate_examples(split, n) for split, n in counts.items()}
+    if not config.photos_from_manual_dir:
+      photos = [load_image(p) for p in source_photo_paths()]
+      return {split: self._generate_examples(split, n, photos) for split, n in counts.items()}
+    by_split = self._manual_photos(dl_manager)
+    return {
+      split: self._generate_examples(split, counts[split], by_split[split]) for split in counts
+    }
 
-  def _generate_examples(self, split: str, count: int):
-    photos = [load_image(p) for p in source_photo_paths()]
+  def _manual_photos(self, dl_manager) -> dict[str, list[np.ndarray]]:
+    """The photos under manual_dir by split; unreadable or too small ones skipped with a warning."""
+    try:
+      root = os.fspath(dl_manager.manual_dir)
+    except (AssertionError, FileNotFoundError, ValueError) as e:
+      raise SdpalError(
+        f"{self.name}: manual_dir is not usable ({str(e).splitlines()[0]}).\n"
+        f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}"
+      ) from None
+    size = self.builder_config.image_size
+    by_split: dict[str, list[np.ndarray]] = {split: [] for split in PHOTO_SPLIT_PERCENT}
+    paths = folder_photo_paths(root) if os.path.isdir(root) else []
+    for path in paths:
+      relative = os.path.relpath(path, root)
+      try:
+        photo = load_image(path)
+      except ImageReadError as e:
+        logging.warning("%s: skipped %s: %s", self.name, relative, e)
+        continue
+      if min(photo.shape[:2]) < size:
+        logging.warning(
+          "%s: skipped %s: %dx%d (WxH) is smaller than the %d-pixel examples",
+          self.name, relative, photo.shape[1], photo.shape[0], size,
+        )  # fmt: skip
+        continue
+      by_split[photo_split(relative)].append(photo)
+    empty = [split for split, found in by_split.items() if not found]
+    if empty:
+      raise SdpalError(
+        f"{self.name}: {len(paths)} image files under {root}, but no usable photo for the "
+        f"{', '.join(empty)} split(s); every split needs photos of at least {size}x{size} "
+        f"(each photo goes to one split by its name; give more photos).\n"
+        f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}"
+      )
+    logging.info(
+      "%s: %s photos (train/validation/test) from %s", self.name,
+      "/".join(str(len(by_split[s])) for s in PHOTO_SPLIT_PERCENT), root,
+    )  # fmt: skip
+    return by_split
+
+  def _generate_examples(self, split: str, count: int, photos: list[np.ndarray]):
     for index in range(count):
       image, mask, manipulation = make_example(photos, split, index, self.builder_config)
       name = f"{split}_{index:05d}"
