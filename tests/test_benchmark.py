@@ -52,6 +52,7 @@ def _benchmark(tmp_path, *args):
 
 
 @pytest.mark.torch
+@pytest.mark.slow
 def test_graph_suite_compares_every_walk_with_the_exact_one_and_the_release(tmp_path):
   pytest.importorskip("torch", reason="the torch extra is not installed")
   release = tmp_path / "release"

@@ -119,6 +119,7 @@ def test_convert_without_its_required_flags_exits_2(tmp_path):
 
 
 @pytest.mark.torch
+@pytest.mark.slow
 def test_convert_release_writes_a_checkpoint_predict_loads_with_the_release_preprocessing(
   tmp_path,
 ):
@@ -220,6 +221,7 @@ def _perturbed(tree, rng):
   return (value + 0.3 * value.std() * rng.normal(size=value.shape)).astype(value.dtype)
 
 
+@pytest.mark.slow
 def test_evaluate_labels_max_examples_batch_size_and_histogram_bins(two_checkpoints, tmp_path):
   spec, items = _dataset(tmp_path / "data")
   out = tmp_path / "out"
@@ -261,6 +263,7 @@ def test_evaluate_batch_size_reaches_the_evaluator(two_checkpoints, tmp_path):
   assert "--batch_size=0" in error
 
 
+@pytest.mark.slow
 def test_evaluate_release_resolution_scores_at_the_checkpoint_input_size(two_checkpoints, tmp_path):
   spec, items = _dataset(tmp_path / "data")
   out = tmp_path / "out"
@@ -293,6 +296,7 @@ def landmark_checkpoint(tmp_path_factory):
   return save_tiny_checkpoint(tmp_path_factory.mktemp("predict"), walk_num_landmarks=4)
 
 
+@pytest.mark.slow
 def test_predict_threshold_and_walk_method_flags(landmark_checkpoint, tmp_path):
   rng = np.random.default_rng(31)
   photos = {
@@ -322,6 +326,7 @@ def test_predict_threshold_and_walk_method_flags(landmark_checkpoint, tmp_path):
     assert np.abs(prob - exact.predict_image(photo)).max() > 1e-4  # the flag changed the walk
 
 
+@pytest.mark.slow
 def test_predict_tile_size_and_overlap_flags(landmark_checkpoint, tmp_path):
   photo = np.random.default_rng(32).integers(0, 256, (100, 150, 3), np.uint8)
   Image.fromarray(photo).save(tmp_path / "big.png")

@@ -273,6 +273,7 @@ def _end_to_end_ready():
   not _end_to_end_ready(),
   reason="needs sdpal_jax.inference, sdpal_jax.datasets.sources and sdpal_jax.models.build_model",
 )
+@pytest.mark.slow
 def test_cli_end_to_end_on_a_tiny_random_checkpoint_and_a_lst_source(tmp_path):
   import jax  # noqa: PLC0415
 
@@ -366,6 +367,7 @@ def _unreadable_list(tmp_path):
   return lst
 
 
+@pytest.mark.slow
 def test_cli_refuses_to_print_numbers_for_an_unreadable_split(tmp_path):
   from model_fixtures import save_tiny_checkpoint  # noqa: PLC0415
 

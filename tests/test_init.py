@@ -28,6 +28,7 @@ def tiny_flax_init():
   return traverse_util.flatten_dict(init_model(model, jax.random.key(0), (1, 64, 64, 3)))
 
 
+@pytest.mark.slow
 def test_every_conv_is_uniform_within_one_over_sqrt_fan_in(tiny_pytorch_init):
   kernels = {k: v for k, v in tiny_pytorch_init.items() if k[-1] == "kernel"}
   assert len(kernels) > 40
@@ -45,6 +46,7 @@ def test_every_conv_is_uniform_within_one_over_sqrt_fan_in(tiny_pytorch_init):
       assert np.abs(bias).max() <= bound and np.any(bias != 0), bias_key
 
 
+@pytest.mark.slow
 def test_batchnorm_starts_at_identity_under_both_inits(tiny_pytorch_init, tiny_flax_init):
   for variables in (tiny_pytorch_init, tiny_flax_init):
     for key, value in variables.items():

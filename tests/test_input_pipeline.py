@@ -173,6 +173,7 @@ def test_stream_pipeline_reads_files_skips_broken_ones_and_crops_at_native_size(
   assert len(places) > 4
 
 
+@pytest.mark.slow
 def test_memory_batches_shard_over_eight_devices_by_process_local_rows():
   script = textwrap.dedent(
     """

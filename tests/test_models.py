@@ -21,6 +21,7 @@ def tiny():
 
 
 @pytest.mark.parametrize("size", [(64, 64), (64, 96), (72, 88), (67, 93)])
+@pytest.mark.slow
 def test_logits_come_out_at_the_input_size(tiny, size):
   model, variables = tiny
   logits = model.apply(variables, jnp.ones((2, *size, 3)), train=False)
@@ -29,12 +30,14 @@ def test_logits_come_out_at_the_input_size(tiny, size):
   assert np.all(np.isfinite(logits))
 
 
+@pytest.mark.slow
 def test_release_compatible_fixed_output_size(tiny):
   _, variables = tiny
   model = build_model(tiny_model_config(output_size=(40, 50)))
   assert model.apply(variables, jnp.ones((1, 64, 96, 3)), train=False).shape == (1, 40, 50)
 
 
+@pytest.mark.slow
 def test_train_mode_updates_batch_stats_and_eval_mode_does_not(tiny):
   model, variables = tiny
   x = jax.random.uniform(jax.random.key(1), (2, 64, 64, 3)) * 255
@@ -54,6 +57,7 @@ def test_train_mode_updates_batch_stats_and_eval_mode_does_not(tiny):
   assert not np.allclose(train_alone, train_logits[:1], rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_keeps_float32_params_and_logits(tiny):
   _, variables = tiny
   x = jax.random.uniform(jax.random.key(2), (1, 64, 64, 3))
@@ -79,6 +83,7 @@ def test_walk_method_is_selectable_and_blocked_equals_dense(tiny):
   assert out.shape == dense.shape
 
 
+@pytest.mark.slow
 def test_jitted_train_step_lowers_the_loss(tiny):
   model, variables = tiny
   images = jax.random.uniform(jax.random.key(4), (2, 64, 64, 3))

@@ -137,6 +137,7 @@ def test_blocked_walk_never_materialises_the_full_affinity():
 
 
 @pytest.mark.parametrize("row_normalization", ["sampled", "exact"])
+@pytest.mark.slow
 def test_sampled_walk_error_shrinks_as_landmarks_grow(row_normalization):
   x = _realistic_features(np.random.default_rng(5), (1, 16, 16, 16))
   exact = numpy_walk(x)
@@ -250,6 +251,7 @@ def test_differential_attention_matches_numpy():
   np.testing.assert_allclose(got, numpy_differential_attention(q1, k1, q2, k2, v, 4), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_differential_attention_in_query_blocks_equals_all_at_once():
   rng = np.random.default_rng(1)
   q1, k1, q2, k2, v = (jnp.asarray(rng.normal(size=(2, 37, 8)), jnp.float32) for _ in range(5))

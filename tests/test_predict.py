@@ -64,6 +64,7 @@ def _hand_pipeline(predictor, photo):
   return np.clip(np.asarray(back, np.float32), 0, 1)
 
 
+@pytest.mark.slow
 def test_probabilities_come_back_at_each_photo_size(predictor):
   for h, w in [(64, 64), (40, 90), (121, 33)]:
     photo = _photo(h, w, seed=h)
@@ -78,6 +79,7 @@ def test_full_resolution_feeds_the_photo_at_its_own_size(checkpoint_dir):
   assert full.predict_image(_photo(72, 88)).shape == (72, 88)
 
 
+@pytest.mark.slow
 def test_full_resolution_uses_the_sampled_walk_unless_told_otherwise(checkpoint_dir):
   full = Predictor.from_checkpoint(checkpoint_dir, full_resolution=True)
   assert full.model_config.walk.method == "sampled"
@@ -203,6 +205,7 @@ def test_predict_and_figures_import_without_matplotlib():
   assert out.stdout.strip() == "False"
 
 
+@pytest.mark.slow
 def test_cli_exit_status_says_whether_files_were_skipped(checkpoint_dir, tmp_path):
   Image.fromarray(_photo(32, 32)).save(tmp_path / "ok.png")
   (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
@@ -322,6 +325,7 @@ np.save(sys.argv[3], predictor.predict_probabilities(images))
 """
 
 
+@pytest.mark.slow
 def test_predictions_split_over_eight_devices_equal_one_device(tmp_path):
   path = save_tiny_checkpoint(tmp_path)
   images = np.random.default_rng(0).integers(0, 256, (10, 64, 64, 3), dtype=np.uint8)

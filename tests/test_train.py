@@ -126,6 +126,7 @@ def _cli(workdir, *overrides, config="tiny"):
   ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_unknown_config_field_stops_with_its_name_and_status_2(tmp_path):
   run = subprocess.run(
     _cli(tmp_path, "--config.no_such_field=3"), capture_output=True, text=True, timeout=300
@@ -134,6 +135,7 @@ def test_unknown_config_field_stops_with_its_name_and_status_2(tmp_path):
   assert "no_such_field" in run.stderr
 
 
+@pytest.mark.slow
 def test_bad_config_names_and_values_exit_2_with_one_error_line(tmp_path):
   for args in (
     _cli(tmp_path, config="no_such_config"),
@@ -248,6 +250,7 @@ def test_installed_package_trains_by_config_name_from_another_directory(tmp_path
 @pytest.mark.parametrize(
   "command", ["sdpal-train", "sdpal-evaluate", "sdpal-predict", "sdpal-convert"]
 )
+@pytest.mark.slow
 def test_console_scripts_list_their_flags_in_help(command):
   script = os.path.join(os.path.dirname(sys.executable), command)
   run = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=120)
