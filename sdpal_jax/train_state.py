@@ -1,7 +1,8 @@
 """The training step: optimiser, loss, ``TrainState`` and ``train_step``.
 
-Everything here is pure and needs neither TensorFlow nor any data code, so
-benchmarks, parity checks and GPU boxes without TensorFlow import it alone.
+Everything here is pure and needs neither TensorFlow, ml_collections (it only
+annotates with it; ``make_loss`` takes any mapping) nor any data code, so
+benchmarks, parity checks and GPU boxes without them import it alone.
 ``sdpal_jax.train`` runs the loop around it (data, evaluation, checkpoints).
 
 The shapes follow flax's ``examples/imagenet``: ``create_train_state`` builds
@@ -12,15 +13,17 @@ returns the new state and the step's metrics; jit happens at the call site.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 from flax.training import train_state
 
 from sdpal_jax.errors import ConfigError
+
+if TYPE_CHECKING:
+  import ml_collections
 
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
 LOSS_FORMS = ("logits", "release")

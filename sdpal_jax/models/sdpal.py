@@ -14,18 +14,20 @@ so no cross-device axis name is needed.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from sdpal_jax import ops
 from sdpal_jax.errors import SdpalError
 from sdpal_jax.model_config import validate_model_config
 from sdpal_jax.models.layers import ConvBN, conv1x1
 from sdpal_jax.models.resnet import ResNet
+
+if TYPE_CHECKING:
+  import ml_collections
 
 
 class MOPC(nn.Module):
