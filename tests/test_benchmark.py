@@ -1,14 +1,17 @@
 """The benchmark tool runs end to end at a tiny size (no timing assertions)."""
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
-TOOLS = os.path.join(os.path.dirname(__file__), "..", "tools")
+TESTS = os.path.dirname(os.path.abspath(__file__))
+TOOLS = os.path.join(TESTS, "..", "tools")
 sys.path.insert(0, TOOLS)
 import benchmark  # noqa: E402
 
@@ -93,3 +96,130 @@ def test_relative_error_is_zero_for_equal_maps_and_scales():
   x = np.random.default_rng(0).random((1, 4, 4, 3))
   assert benchmark._relative_error(x, x) == 0
   assert benchmark._relative_error(1.1 * x, x) == pytest.approx(0.1)
+
+
+# The rest of a stand-in release for the model suite: ``FakeLocator`` is the release's layout
+# (tests/torch_release_layout.py) at the dry run's tiny size, ``resnet.model_zoo`` what the
+# benchmark patches so that nothing is downloaded.
+STAND_IN_FAKE_LOCATOR = """
+from types import SimpleNamespace
+from torch_release_layout import ReleaseLayout
+
+TINY = SimpleNamespace(backbone_depth=18, deep_stem=True, feature_channels=32, attention_heads=4,
+                       decoder_channels=(8, 8, 8, 8))
+
+
+class FakeLocator(torch.nn.Module):
+  def __init__(self, in_channels=512, num_classes=1):
+    super().__init__()
+    self.layout = ReleaseLayout(TINY)
+
+  def forward(self, x):
+    return self.layout(x, (256, 256))
+"""
+
+
+def _stand_in_release(directory):
+  directory.mkdir()
+  (directory / "sdpal.py").write_text(STAND_IN_SDPAL.format(tests=TESTS) + STAND_IN_FAKE_LOCATOR)
+  (directory / "resnet.py").write_text("import types\nmodel_zoo = types.SimpleNamespace()\n")
+  return directory
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_dry_run_reports_every_suite_and_never_imports_tensorflow(tmp_path):
+  """The one GPU command (tools/gpu_benchmark.sh), its --dry_run on the CPU: graph, inference
+  and train rows, the memory check, ratios against the release where torch is installed, and no
+  process of it imported TensorFlow or ml_collections (the lent GPU machines have neither)."""
+  with_release = importlib.util.find_spec("torch") is not None
+  out = tmp_path / "out"
+  command = ["bash", os.path.join(TOOLS, "gpu_benchmark.sh"), str(out), "--dry_run"]
+  if with_release:
+    command += ["--torch_reference", str(_stand_in_release(tmp_path / "release"))]
+  start = time.monotonic()
+  run = subprocess.run(command, capture_output=True, text=True, timeout=900,
+                       env={**os.environ, "PYTHON": sys.executable})  # fmt: skip
+  assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+  assert time.monotonic() - start < 450  # the script's own hard limit in a dry run
+  report = json.loads((out / "benchmark.json").read_text())
+  markdown = (out / "benchmark.md").read_text()
+  rows = report["rows"]
+  for row in rows:
+    assert "error" not in row, row
+    assert row["seconds"] > 0 and row["peak_rss_mib"] is not None
+    assert "peak_device_mib" in row and row["peak_device_mib"] is None  # CPU: no allocator peak
+    assert row["device"] == "cpu"
+    assert row["tensorflow_imported"] is False and row["ml_collections_imported"] is False
+  assert report["tensorflow_imported"] is False
+  assert "TensorFlow imported by a benchmark process: no" in markdown
+
+  release = {"release"} if with_release else set()
+  graph = {(r["nodes"], r["method"]) for r in rows if r["suite"] == "graph"}
+  assert graph == {(n, m) for n in ("8x8", "16x16") for m in {"dense", "blocked"} | release}
+  model = [r for r in rows if r["suite"] == "model"]
+  impls = {"jax float32", "jax bfloat16"} | release
+  assert {(r["size"], r["mode"], r["impl"]) for r in model} == {
+    (64, mode, impl) for mode in ("inference", "train") for impl in impls
+  }
+  for row in model:
+    assert row["images_per_s"] > 0 and row["batch"] == 2
+    if row["impl"] != "release":  # compiled in parallel first, then loaded from the cache
+      assert row["compile_s"] > 0 and row["first_call_s"] > 0
+
+  checks = {c["impl"]: c for c in report["memory_check"]}
+  assert set(checks) == impls
+  for check in checks.values():
+    assert check["size"] == 64 and check["limit_gb"] == 80
+    assert 0 < check["peak_gb"] < 80 and check["fits"] is True
+    assert "RSS" in check["source"]
+  assert "### memory" in markdown
+
+  ours = [r for r in rows if r.get("impl", r.get("method")) not in ("release",)]
+  if with_release:
+    assert all(r["speedup_vs_release"] > 0 for r in ours)
+    assert "speedup_vs_release" in markdown
+  else:
+    assert not any("speedup_vs_release" in r for r in rows)
+    assert "speedup_vs_release: not measured (no --torch_reference given)" in markdown
+  device = (out / "device.txt").read_text()
+  assert "# nvidia-smi -L" in device and "jax" in device
+
+
+def test_memory_check_takes_the_largest_train_step_and_the_device_peak_where_there_is_one():
+  rows = [
+    {"suite": "model", "size": 512, "mode": "train", "impl": "jax float32", "batch": 4,
+     "seconds": 1.0, "peak_rss_mib": 10.0, "peak_device_mib": 99999.0, "device": "gpu"},
+    {"suite": "model", "size": 1024, "mode": "inference", "impl": "jax float32", "batch": 1,
+     "seconds": 1.0, "peak_rss_mib": 10.0, "peak_device_mib": 99999.0, "device": "gpu"},
+    {"suite": "model", "size": 1024, "mode": "train", "impl": "jax float32", "batch": 1,
+     "seconds": 1.0, "peak_rss_mib": 10.0, "peak_device_mib": 40000.0, "device": "gpu"},
+    {"suite": "model", "size": 1024, "mode": "train", "impl": "jax bfloat16", "batch": 1,
+     "seconds": 1.0, "peak_rss_mib": 90000.0, "peak_device_mib": None, "device": "cpu"},
+    {"suite": "model", "size": 1024, "mode": "train", "impl": "release", "batch": 1,
+     "error": "torch.OutOfMemoryError: CUDA out of memory."},
+  ]  # fmt: skip
+  checks = {c["impl"]: c for c in benchmark.memory_check(rows, 80)}
+  assert set(checks) == {"jax float32", "jax bfloat16", "release"}
+  # 40000 MiB = 41.94 GB (10^9 bytes): fits; the CPU row falls back to RSS: 94.37 GB does not.
+  assert checks["jax float32"]["peak_gb"] == pytest.approx(41.943, abs=1e-3)
+  assert checks["jax float32"]["fits"] is True and checks["jax float32"]["size"] == 1024
+  assert checks["jax bfloat16"]["peak_gb"] == pytest.approx(94.372, abs=1e-3)
+  assert checks["jax bfloat16"]["fits"] is False and "RSS" in checks["jax bfloat16"]["source"]
+  assert "out of memory" in checks["release"]["error"] and "fits" not in checks["release"]
+
+
+def test_batches_per_size_and_a_spent_time_budget_skips_without_starting_a_process():
+  args = benchmark.parse_args(["--model_sizes", "256,1024", "--batch", "256:16,1024:1",
+                               "--time_budget", "0"])  # fmt: skip
+  assert (args.batch_for(256), args.batch_for(1024)) == (16, 1)
+  assert benchmark.parse_args(["--batch", "3"]).batch_for(512) == 3
+  with pytest.raises(SystemExit):
+    benchmark.parse_args(["--model_sizes", "256,512", "--batch", "256:16"])
+  result = benchmark._run(args, {"kind": "no such worker", "threads": 1})
+  assert result["error"].startswith("skipped: the time budget (0 s) was spent")
+
+
+def test_notes_say_why_there_are_no_ratios():
+  without = benchmark.report_notes(benchmark.parse_args([]), False, 12.0)
+  assert "speedup_vs_release: not measured (no --torch_reference given)" in without
+  assert "TensorFlow imported by a benchmark process: no" in without

@@ -2,31 +2,53 @@ r"""Speed and memory of the correlation graph and the whole model, optionally be
 
   python tools/benchmark.py --suite graph,model --out bench_out \
       [--graph_sizes 32,64,128,256] [--methods dense,blocked,sampled] \
-      [--model_sizes 256,512,1024] [--dtypes float32,bfloat16] \
-      [--torch_reference /path/to/SDPAL-checkout]
+      [--model_sizes 256,512,1024] [--dtypes float32,bfloat16] [--batch 2 | 256:16,1024:1] \
+      [--torch_reference /path/to/SDPAL-checkout] \
+      [--precompile_jobs 6] [--time_budget 420] [--memory_limit_gb 80]
 
 Every configuration runs in a fresh subprocess, so peak memories do not mix:
 ``peak_rss_mib`` is the process's maximum resident set (``ru_maxrss``) minus
-its resident set after imports and input creation. Times are the median of
-``--repeats`` runs after one warm-up (JAX: after compilation, with
-``block_until_ready``). The PyTorch release (``--torch_reference``: a local
-checkout of GCLion/SDPAL, imported at run time, never vendored) is measured
-with the same inputs and the same thread count, and our figures are reported
-as ratios against it.
+its resident set after imports and input creation; on an accelerator,
+``peak_device_mib`` is its allocator's peak over the whole process (JAX:
+``device.memory_stats()["peak_bytes_in_use"]``; torch:
+``torch.cuda.max_memory_allocated()``), parameters and optimiser state
+included; it is empty on a CPU. Times are the median of ``--repeats`` runs
+after one warm-up (JAX: after compilation, with ``block_until_ready``; torch
+on CUDA: with ``torch.cuda.synchronize``); ``first_call_s`` is the warm-up
+call (compilation or its load from the cache included). The PyTorch release
+(``--torch_reference``: a local checkout of GCLion/SDPAL, imported at run time,
+never vendored) is measured with the same inputs, the same thread count and on
+the same device (CUDA when torch sees one), and our figures are reported as
+ratios against it. The model suite's ``train`` mode is the release's step
+(Adam 1e-4, BCE on its fixed 256x256 output for the release; ours: the same
+optimiser, ``loss.form="release"``, at the input's size).
 
 Graph inputs are realistic: non-negative, spatially correlated features as
 after the fusion conv's ReLU (smoothed noise plus piecewise-constant regions),
 so the thresholded graph is neither empty nor complete; its edge density is
 reported. Output: ``OUT/benchmark.md`` (also printed) and ``OUT/benchmark.json``.
+
+For one GPU within a time limit (``tools/gpu_benchmark.sh``):
+``--precompile_jobs N`` first compiles every JAX model configuration in N
+parallel processes into a persistent compilation cache (``OUT/xla_cache``),
+which the measuring processes, still one at a time, then load instead of
+compiling (``compile_s``: that parallel compile's wall time); ``--time_budget``
+stops starting configurations once that many seconds have passed (they are
+reported as skipped) and cuts the running one's timeout to what is left;
+``--memory_limit_gb`` adds a table of the largest train step's peak memory
+against that limit. Nothing here imports TensorFlow or ml_collections; every
+process records whether ``tensorflow`` ended up in ``sys.modules``.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -37,6 +59,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 WALK = {"steps": 3, "restart": 0.3, "threshold": 0.4}  # the release's graph module
 SAMPLED = {"num_landmarks": 1024}
+INIT_SHAPE = (1, 64, 64, 3)  # the parameters do not depend on the image size
 
 
 # --- inputs -----------------------------------------------------------------------------------
@@ -71,19 +94,56 @@ def _peak_mib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def _timed(fn, repeats: int) -> tuple[float, object]:
-  """Median seconds of ``repeats`` calls after a warm-up; ``repeats=0``: one call, compile included."""
-  if repeats == 0:
-    start = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - start, out
+def _timed(fn, repeats: int) -> tuple[float, object, float]:
+  """(median seconds of ``repeats`` calls after a warm-up, last output, the warm-up's seconds);
+  ``repeats=0``: one call, compile included, both times the same."""
+  start = time.perf_counter()
   out = fn()  # warm-up / compilation
+  first = time.perf_counter() - start
+  if repeats == 0:
+    return first, out, first
   times = []
   for _ in range(repeats):
     start = time.perf_counter()
     out = fn()
     times.append(time.perf_counter() - start)
-  return float(np.median(times)), out
+  return float(np.median(times)), out, first
+
+
+def _imports() -> dict:
+  """What the GPU machines lack: whether this process imported it (it must not need to)."""
+  return {"tensorflow_imported": "tensorflow" in sys.modules,
+          "ml_collections_imported": "ml_collections" in sys.modules}  # fmt: skip
+
+
+def _jax_device_peak_mib() -> float | None:
+  """The first device's allocator peak (GPU/TPU), or None where it keeps none (CPU)."""
+  import jax  # noqa: PLC0415
+
+  stats = jax.devices()[0].memory_stats()
+  if not stats or "peak_bytes_in_use" not in stats:
+    return None
+  return stats["peak_bytes_in_use"] / 2**20
+
+
+def _torch_device(torch):
+  return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _torch_synced(torch, device, fn):
+  """``fn`` followed by a CUDA synchronise, so that the timer sees the kernels finish."""
+
+  def run():
+    out = fn()
+    if device.type == "cuda":
+      torch.cuda.synchronize()
+    return out
+
+  return run
+
+
+def _torch_device_peak_mib(torch, device) -> float | None:
+  return torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
 
 
 # --- workers (one configuration each, in their own process) ----------------------------------
@@ -108,14 +168,18 @@ def _jax_graph(spec: dict) -> dict:
 
   key = jax.random.key(0)
   base = _rss_mib()
-  seconds, out = _timed(lambda: module(x, key).block_until_ready(), spec["repeats"])
+  seconds, out, first = _timed(lambda: module(x, key).block_until_ready(), spec["repeats"])
   np.save(spec["output"], np.asarray(out, np.float32))
   compiled = module.lower(x, key).compile()
   analysis = compiled.memory_analysis()
   return {
     "seconds": seconds,
+    "first_call_s": first,
     "peak_rss_mib": _peak_mib() - base,
+    "peak_device_mib": _jax_device_peak_mib(),
     "xla_temp_mib": analysis.temp_size_in_bytes / 2**20 if analysis else None,
+    "device": jax.devices()[0].platform,
+    **_imports(),
   }
 
 
@@ -126,24 +190,53 @@ def _torch_graph(spec: dict) -> dict:
   sys.path.insert(0, spec["torch_reference"])
   import sdpal as release  # noqa: PLC0415
 
+  device = _torch_device(torch)
   module = release.GraphRandomWalkNPR(walk_steps=3, walk_restart_prob=0.7, graph_threshold=0.4)
-  x = torch.from_numpy(np.load(spec["features"])).permute(0, 3, 1, 2).contiguous()
+  module = module.to(device)
+  x = torch.from_numpy(np.load(spec["features"])).permute(0, 3, 1, 2).contiguous().to(device)
   base = _rss_mib()
   with torch.no_grad():
-    seconds, out = _timed(lambda: module(x)[1], spec["repeats"])
-  np.save(spec["output"], out.permute(0, 2, 3, 1).numpy())
-  return {"seconds": seconds, "peak_rss_mib": _peak_mib() - base}
+    seconds, out, first = _timed(
+      _torch_synced(torch, device, lambda: module(x)[1]), spec["repeats"]
+    )
+  np.save(spec["output"], out.permute(0, 2, 3, 1).cpu().numpy())
+  return {
+    "seconds": seconds,
+    "first_call_s": first,
+    "peak_rss_mib": _peak_mib() - base,
+    "peak_device_mib": _torch_device_peak_mib(torch, device),
+    "device": device.type,
+    **_imports(),
+  }
 
 
-def _model_config(spec: dict):
+class _Fields(dict):
+  """A nested dict read by attribute: all ``build_model`` needs of a ConfigDict, so the
+  benchmark needs no ml_collections (not installed on the lent GPU machines)."""
+
+  def __init__(self, fields: dict):
+    super().__init__({k: _Fields(v) if isinstance(v, dict) else v for k, v in fields.items()})
+
+  def __getattr__(self, name):
+    try:
+      return self[name]
+    except KeyError as error:
+      raise AttributeError(name) from error
+
+  def __setattr__(self, name, value):
+    self[name] = _Fields(value) if isinstance(value, dict) else value
+
+
+def _model_config(spec: dict) -> _Fields:
+  """The release's network (``model_config.default_model_fields``), output at the input's size."""
   from sdpal_jax import model_config  # noqa: PLC0415
 
-  c = model_config.release_model_config()
+  c = _Fields(model_config.default_model_fields())
   c.output_size = None
   c.dtype = spec["dtype"]
   c.walk.method = spec["walk"]
   for field, value in spec.get("model_overrides", {}).items():
-    c[field] = value
+    c[field] = _Fields(value) if isinstance(value, dict) else value
   return c
 
 
@@ -152,7 +245,6 @@ def _jax_model(spec: dict) -> dict:
 
   import jax  # noqa: PLC0415
   import jax.numpy as jnp  # noqa: PLC0415
-  import ml_collections  # noqa: PLC0415
   import optax  # noqa: PLC0415
 
   from sdpal_jax import train_state  # noqa: PLC0415
@@ -160,7 +252,7 @@ def _jax_model(spec: dict) -> dict:
 
   model = build_model(_model_config(spec))
   b, s = spec["batch"], spec["size"]
-  variables = init_model(model, jax.random.key(0), (b, s, s, 3))
+  variables = init_model(model, jax.random.key(0), INIT_SHAPE)
   rng = np.random.default_rng(0)
   images = jnp.asarray(rng.uniform(0, 255, (b, s, s, 3)), jnp.float32)
   masks = jnp.asarray(rng.random((b, s, s)) > 0.9, jnp.float32)
@@ -170,9 +262,13 @@ def _jax_model(spec: dict) -> dict:
     forward = jax.jit(
       lambda v, x, k: jax.nn.sigmoid(model.apply(v, x, train=False, rngs={"walk": k}))
     )
-    seconds, _ = _timed(
-      lambda: forward(variables, images, key).block_until_ready(), spec["repeats"]
-    )
+
+    def run():
+      return forward(variables, images, key).block_until_ready()
+
+    def lower():
+      return forward.lower(variables, images, key)
+
   else:
     # The release's step: Adam 1e-4 and sigmoid + BCELoss (loss.form="release").
     state = train_state.TrainState.create(
@@ -181,16 +277,32 @@ def _jax_model(spec: dict) -> dict:
       batch_stats=variables["batch_stats"],
       tx=optax.adam(1e-4),
     )
-    loss_fn = train_state.make_loss(ml_collections.ConfigDict({"form": "release"}))
+    loss_fn = train_state.make_loss({"form": "release"})
     step = jax.jit(functools.partial(train_state.train_step, loss_fn=loss_fn), donate_argnums=(0,))
     holder = {"state": state}
+    batch = {"image": images, "mask": masks}
 
     def run():
-      holder["state"], metrics = step(holder["state"], {"image": images, "mask": masks}, key)
+      holder["state"], metrics = step(holder["state"], batch, key)
       return metrics["loss"].block_until_ready()
 
-    seconds, _ = _timed(run, spec["repeats"])
-  return {"seconds": seconds, "images_per_s": b / seconds, "peak_rss_mib": _peak_mib() - base}
+    def lower():
+      return step.lower(holder["state"], batch, key)
+
+  if spec.get("compile_only"):  # fills the persistent compilation cache (--precompile_jobs)
+    start = time.perf_counter()
+    lower().compile()
+    return {"compile_s": time.perf_counter() - start, **_imports()}
+  seconds, _, first = _timed(run, spec["repeats"])
+  return {
+    "seconds": seconds,
+    "first_call_s": first,
+    "images_per_s": b / seconds,
+    "peak_rss_mib": _peak_mib() - base,
+    "peak_device_mib": _jax_device_peak_mib(),
+    "device": jax.devices()[0].platform,
+    **_imports(),
+  }
 
 
 def _torch_model(spec: dict) -> dict:
@@ -203,19 +315,23 @@ def _torch_model(spec: dict) -> dict:
   release_resnet.model_zoo.load_url = lambda *a, **k: {}  # no ImageNet download
   import sdpal as release  # noqa: PLC0415
 
+  device = _torch_device(torch)
   torch.manual_seed(0)
-  model = release.FakeLocator(512, 1)
+  model = release.FakeLocator(512, 1).to(device)
   b, s = spec["batch"], spec["size"]
-  images = torch.rand(b, 3, s, s) * 255
+  images = (torch.rand(b, 3, s, s) * 255).to(device)
   base = _rss_mib()
   if spec["mode"] == "inference":
     model.eval()
     with torch.no_grad():
-      seconds, _ = _timed(lambda: model(images), spec["repeats"])
+      seconds, _, first = _timed(
+        _torch_synced(torch, device, lambda: model(images)), spec["repeats"]
+      )
   else:
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    masks = (torch.rand(b, 1, 256, 256) > 0.9).float()  # the release's fixed 256x256 output
+    # The release's fixed 256x256 output.
+    masks = (torch.rand(b, 1, 256, 256) > 0.9).float().to(device)
 
     def run():
       optimizer.zero_grad()
@@ -225,8 +341,36 @@ def _torch_model(spec: dict) -> dict:
       optimizer.step()
       return loss
 
-    seconds, _ = _timed(run, spec["repeats"])
-  return {"seconds": seconds, "images_per_s": b / seconds, "peak_rss_mib": _peak_mib() - base}
+    seconds, _, first = _timed(_torch_synced(torch, device, run), spec["repeats"])
+  return {
+    "seconds": seconds,
+    "first_call_s": first,
+    "images_per_s": b / seconds,
+    "peak_rss_mib": _peak_mib() - base,
+    "peak_device_mib": _torch_device_peak_mib(torch, device),
+    "device": device.type,
+    **_imports(),
+  }
+
+
+def _info(spec: dict) -> dict:
+  """The worker side of ``machine_info``: what JAX (and torch) see in a worker's environment."""
+  import jax  # noqa: PLC0415
+
+  device = jax.devices()[0]
+  stats = device.memory_stats() or {}
+  info = {
+    "jax": jax.__version__,
+    "jax_devices": [str(d) for d in jax.devices()],
+    "accelerator": device.device_kind if device.platform != "cpu" else None,
+    "device_memory_limit_mib": stats["bytes_limit"] / 2**20 if "bytes_limit" in stats else None,
+  }
+  if spec.get("torch"):
+    import torch  # noqa: PLC0415
+
+    info["torch"] = torch.__version__
+    info["torch_device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+  return {**info, **_imports()}
 
 
 WORKERS = {
@@ -234,12 +378,17 @@ WORKERS = {
   "torch_graph": _torch_graph,
   "jax_model": _jax_model,
   "torch_model": _torch_model,
+  "info": _info,
 }
+# The environment the workers get: main() keeps this process's own JAX on the CPU, so that it
+# takes no accelerator memory (JAX reserves most of a GPU's memory on its first use).
+_WORKER_ENV: dict | None = None
 
 
-def _run_worker(spec: dict, timeout: float) -> dict:
-  env = dict(os.environ)
+def _run_worker(spec: dict, timeout: float, env_extra: dict | None = None) -> dict:
+  env = dict(os.environ if _WORKER_ENV is None else _WORKER_ENV)
   env.setdefault("OMP_NUM_THREADS", str(spec["threads"]))
+  env.update(env_extra or {})
   try:
     run = subprocess.run(
       [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)],
@@ -249,10 +398,48 @@ def _run_worker(spec: dict, timeout: float) -> dict:
     return {"error": f"timed out after {timeout:.0f} s"}
   lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
   if run.returncode != 0 or not lines:
-    tail = (run.stderr or run.stdout).strip().splitlines()[-1:] or ["no output"]
-    reason = "out of memory (killed)" if run.returncode in (-9, 137) else tail[0][:200]
-    return {"error": reason}
+    if run.returncode in (-9, 137):
+      return {"error": "out of memory (killed)"}
+    tail = (run.stderr or run.stdout).strip().splitlines() or ["no output"]
+    # The exception's own line, not the notes printed after it (JAX's traceback filtering).
+    raised = [line for line in tail if re.match(r"[A-Za-z_][\w.]*(Error|Exception)\b", line)]
+    return {"error": (raised or tail)[-1][:200]}
   return json.loads(lines[-1][len("RESULT ") :])
+
+
+def _run(args, spec: dict, env_extra: dict | None = None) -> dict:
+  """``_run_worker`` within ``--time_budget``: skipped once it is spent, else its timeout cut
+  to what is left of it."""
+  timeout = args.timeout
+  if args.deadline is not None:
+    left = args.deadline - time.monotonic()
+    if left < 1:
+      return {"error": f"skipped: the time budget ({args.time_budget:.0f} s) was spent"}
+    timeout = min(timeout, left)
+  result = _run_worker(spec, timeout, env_extra)
+  _log(args, spec, result)
+  return result
+
+
+def _log(args, spec: dict, result: dict) -> None:
+  """One line per configuration on stderr, as it finishes (a run cut short still shows them)."""
+  what = " ".join(str(spec[k]) for k in ("kind", "method", "size", "mode", "dtype") if k in spec)
+  if "compile_only" in spec:
+    what += " compile"
+  outcome = next((f"{k} {result[k]:.3g}" for k in ("seconds", "compile_s") if k in result), None)
+  elapsed = time.monotonic() - args.started
+  print(f"[{elapsed:6.1f} s] {what}: {outcome or result.get('error')}", file=sys.stderr, flush=True)
+
+
+def _cache_env(args) -> dict:
+  """JAX's persistent compilation cache, every entry kept (``--precompile_jobs``)."""
+  if not args.precompile_jobs:
+    return {}
+  return {
+    "JAX_COMPILATION_CACHE_DIR": os.path.abspath(args.compilation_cache),
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+  }
 
 
 # --- suites -----------------------------------------------------------------------------------
@@ -277,6 +464,13 @@ def _relative_error(approx: np.ndarray, exact: np.ndarray) -> float:
   return float(np.mean(num / den))
 
 
+def _memory_fraction(result: dict, release: dict) -> float | None:
+  """Peak memory over the release's: device peaks where both have them, else RSS growth."""
+  if result.get("peak_device_mib") is not None and release.get("peak_device_mib") is not None:
+    return result["peak_device_mib"] / max(release["peak_device_mib"], 1e-9)
+  return result["peak_rss_mib"] / max(release["peak_rss_mib"], 1e-9)
+
+
 def graph_suite(args, out_dir: str) -> list[dict]:
   rows = []
   for side in args.graph_sizes:
@@ -292,14 +486,16 @@ def graph_suite(args, out_dir: str) -> list[dict]:
       output = os.path.join(out_dir, f"graph_{side}_{method}.npy")
       spec = {**common, "kind": "jax_graph", "method": method, "block_size": args.block_size,
               "output": output}  # fmt: skip
-      results[method] = _run_worker(spec, args.timeout)
+      results[method] = _run(args, spec)
       results[method]["output"] = output
     if args.torch_reference and side * side <= args.max_release_nodes:
       output = os.path.join(out_dir, f"graph_{side}_release.npy")
       spec = {**common, "kind": "torch_graph", "torch_reference": args.torch_reference,
               "output": output}  # fmt: skip
-      results["release"] = _run_worker(spec, args.timeout)
+      results["release"] = _run(args, spec)
       results["release"]["output"] = output
+    elif args.torch_reference:
+      results["release"] = {"error": f"skipped: release above {args.max_release_nodes} nodes"}
     exact = next(
       (results[m]["output"] for m in ("blocked", "dense") if "seconds" in results.get(m, {})), None
     )
@@ -317,9 +513,7 @@ def graph_suite(args, out_dir: str) -> list[dict]:
           row["max_abs_diff_vs_exact"] = float(np.abs(value - reference).max())
       if "seconds" in result and "seconds" in release and name != "release":
         row["speedup_vs_release"] = release["seconds"] / result["seconds"]
-        row["memory_fraction_of_release"] = result["peak_rss_mib"] / max(
-          release["peak_rss_mib"], 1e-9
-        )
+        row["memory_fraction_of_release"] = _memory_fraction(result, release)
       rows.append(row)
     for name in results:
       path = results[name].get("output")
@@ -329,27 +523,88 @@ def graph_suite(args, out_dir: str) -> list[dict]:
   return rows
 
 
+def _jax_model_specs(args) -> list[dict]:
+  overrides = json.loads(args.model_overrides) if args.model_overrides else {}
+  return [
+    {"kind": "jax_model", "size": size, "batch": args.batch_for(size), "mode": mode,
+     "repeats": args.repeats, "threads": args.threads, "dtype": dtype, "walk": args.model_walk,
+     "model_overrides": overrides}
+    for size in args.model_sizes for mode in ("inference", "train") for dtype in args.dtypes
+  ]  # fmt: skip
+
+
+def precompile(args) -> dict:
+  """Compiles every JAX model configuration, ``--precompile_jobs`` at a time, into the cache.
+
+  Returns ``{(size, mode, dtype): result}`` (``compile_s`` or ``error``). The processes keep no
+  accelerator memory in reserve (``XLA_PYTHON_CLIENT_PREALLOCATE=false``), so they fit beside
+  each other; the measurements come after, one process at a time.
+  """
+  env = {**_cache_env(args), "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+  specs = [{**spec, "compile_only": True} for spec in _jax_model_specs(args)]
+  with concurrent.futures.ThreadPoolExecutor(args.precompile_jobs) as pool:
+    results = list(pool.map(lambda spec: _run(args, spec, env), specs))
+  return {(s["size"], s["mode"], s["dtype"]): r for s, r in zip(specs, results, strict=True)}
+
+
 def model_suite(args) -> list[dict]:
   rows = []
-  overrides = json.loads(args.model_overrides) if args.model_overrides else {}
+  compiled = precompile(args) if args.precompile_jobs else {}
+  env = _cache_env(args)
+  jax_specs = _jax_model_specs(args)
   for size in args.model_sizes:
     for mode in ("inference", "train"):
-      common = {"size": size, "batch": args.batch, "mode": mode, "repeats": args.repeats,
+      batch = args.batch_for(size)
+      common = {"size": size, "batch": batch, "mode": mode, "repeats": args.repeats,
                 "threads": args.threads}  # fmt: skip
       release = {}
       if args.torch_reference and size <= args.max_release_model_size:
         spec = {**common, "kind": "torch_model", "torch_reference": args.torch_reference}
-        release = _run_worker(spec, args.timeout)
-        rows.append({"suite": "model", "size": size, "mode": mode, "impl": "release", **release})
-      for dtype in args.dtypes:
-        spec = {**common, "kind": "jax_model", "dtype": dtype, "walk": args.model_walk,
-                "model_overrides": overrides}  # fmt: skip
-        result = _run_worker(spec, args.timeout)
-        row = {"suite": "model", "size": size, "mode": mode, "impl": f"jax {dtype}", **result}
+        release = _run(args, spec)
+        rows.append({"suite": "model", **common, "impl": "release", **release})
+      elif args.torch_reference:
+        rows.append({"suite": "model", **common, "impl": "release",
+                     "error": f"skipped: release above {args.max_release_model_size}"})  # fmt: skip
+      for spec in jax_specs:
+        if (spec["size"], spec["mode"]) != (size, mode):
+          continue
+        result = _run(args, spec, env)
+        precompiled = compiled.get((size, mode, spec["dtype"]), {})
+        if "compile_s" in precompiled:
+          result["compile_s"] = precompiled["compile_s"]
+        elif "error" in precompiled and "error" not in result:
+          result["precompile_error"] = precompiled["error"]
+        row = {"suite": "model", **common, "impl": f"jax {spec['dtype']}", **result}
         if "seconds" in result and "seconds" in release:
           row["speedup_vs_release"] = release["seconds"] / result["seconds"]
+          row["memory_fraction_of_release"] = _memory_fraction(result, release)
         rows.append(row)
   return rows
+
+
+def memory_check(rows: list[dict], limit_gb: float) -> list[dict]:
+  """The largest train step's peak memory against ``limit_gb`` (10^9 bytes), one row per impl.
+
+  The accelerator's allocator peak where there is one; on a CPU the process's RSS growth stands
+  in (it is not GPU memory, and says so).
+  """
+  train = [r for r in rows if r["suite"] == "model" and r["mode"] == "train"]
+  if not train:
+    return []
+  size = max(r["size"] for r in train)
+  checks = []
+  for r in (r for r in train if r["size"] == size):
+    check = {"size": size, "batch": r.get("batch"), "impl": r["impl"], "limit_gb": limit_gb}
+    if "seconds" not in r:
+      checks.append({**check, "error": r.get("error", "not measured")})
+      continue
+    if r.get("peak_device_mib") is not None:
+      peak, source = r["peak_device_mib"], f"{r.get('device', 'device')} allocator peak"
+    else:
+      peak, source = r["peak_rss_mib"], "process RSS growth (CPU: not GPU memory)"
+    peak_gb = peak * 2**20 / 1e9
+    checks.append({**check, "peak_gb": peak_gb, "source": source, "fits": peak_gb <= limit_gb})
+  return checks
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -368,14 +623,10 @@ def machine_info(args) -> dict:
       info["cpu"] = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
   except (OSError, StopIteration):
     info["cpu"] = platform.processor()
-  import jax  # noqa: PLC0415
-
-  info["jax"] = jax.__version__
-  info["jax_devices"] = [str(d) for d in jax.devices()]
-  if args.torch_reference:
-    import torch  # noqa: PLC0415
-
-    info["torch"] = torch.__version__
+  # Asked of a worker: this process keeps its JAX on the CPU (main); the workers see the GPU.
+  worker = _run_worker({"kind": "info", "threads": args.threads,
+                        "torch": bool(args.torch_reference)}, 300)  # fmt: skip
+  info.update({"info_error": worker["error"]} if "error" in worker else worker)
   return info
 
 
@@ -387,34 +638,60 @@ def _fmt(value) -> str:
   return str(value)
 
 
-def markdown(rows: list[dict], info: dict) -> str:
-  lines = [f"Machine: {info.get('cpu')} ({info['cpu_count']} cores, {info['threads']} threads), "
-           f"jax {info['jax']}" + (f", torch {info['torch']}" if "torch" in info else "") +
-           f", {info['date']}", ""]  # fmt: skip
+def _table(chosen: list[dict], columns: list[str]) -> list[str]:
+  used = [c for c in columns if any(r.get(c) is not None for r in chosen)]
+  lines = ["| " + " | ".join(used) + " |", "|" + "---|" * len(used)]
+  return lines + ["| " + " | ".join(_fmt(r.get(c)) for c in used) + " |" for r in chosen]
+
+
+def markdown(rows: list[dict], info: dict, checks=(), notes=()) -> str:
+  device = f", {info['accelerator']}" if info.get("accelerator") else ""
+  lines = [f"Machine: {info.get('cpu')} ({info['cpu_count']} cores, {info['threads']} threads)"
+           f"{device}, jax {info.get('jax')}" + (f", torch {info['torch']}" if "torch" in info else "")
+           + f", {info['date']}", ""]  # fmt: skip
+  lines += [f"- {note}" for note in notes] + ([""] if notes else [])
   for suite, columns in (
-    ("graph", ["nodes", "method", "seconds", "peak_rss_mib", "xla_temp_mib", "speedup_vs_release",
-               "memory_fraction_of_release", "max_abs_diff_vs_exact", "mean_relative_error",
-               "edge_density", "error"]),
-    ("model", ["size", "mode", "impl", "seconds", "images_per_s", "peak_rss_mib",
-               "speedup_vs_release", "error"]),
+    ("graph", ["nodes", "method", "seconds", "peak_rss_mib", "peak_device_mib", "xla_temp_mib",
+               "speedup_vs_release", "memory_fraction_of_release", "max_abs_diff_vs_exact",
+               "mean_relative_error", "edge_density", "error"]),
+    ("model", ["size", "mode", "impl", "batch", "seconds", "images_per_s", "peak_rss_mib",
+               "peak_device_mib", "speedup_vs_release", "memory_fraction_of_release",
+               "compile_s", "first_call_s", "error"]),
   ):  # fmt: skip
     chosen = [r for r in rows if r["suite"] == suite]
-    if not chosen:
-      continue
-    used = [c for c in columns if any(c in r for r in chosen)]
-    lines += [f"### {suite}", "", "| " + " | ".join(used) + " |", "|" + "---|" * len(used)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in used) + " |" for r in chosen]
-    lines.append("")
+    if chosen:
+      lines += [f"### {suite}", "", *_table(chosen, columns), ""]
+  if checks:
+    lines += ["### memory", "", *_table(list(checks), ["size", "batch", "impl", "peak_gb",
+              "limit_gb", "fits", "source", "error"]), ""]  # fmt: skip
   return "\n".join(lines)
+
+
+def report_notes(args, tensorflow_imported: bool, wall_s: float) -> list[str]:
+  """The lines above the tables: what was not measured and why, TensorFlow, wall time."""
+  notes = []
+  if not args.torch_reference:
+    notes.append("speedup_vs_release: not measured (no --torch_reference given)")
+  notes.append(
+    f"TensorFlow imported by a benchmark process: {'yes' if tensorflow_imported else 'no'}"
+  )
+  return [*notes, f"wall time {wall_s:.0f} s"]
 
 
 def _ints(text: str) -> list[int]:
   return [int(t) for t in text.split(",") if t]
 
 
+def _batches(text: str) -> dict:
+  """``"2"``: batch 2 at every size; ``"256:16,1024:1"``: per size (``{None: 2}`` / by size)."""
+  if ":" not in text:
+    return {None: int(text)}
+  return {int(k): int(v) for k, v in (item.split(":") for item in text.split(",") if item)}
+
+
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-  p.add_argument("--suite", default="graph,model")
+  p.add_argument("--suite", default="graph,model", help="graph,model (run in this order)")
   p.add_argument("--out", default="benchmark_out")
   p.add_argument("--graph_sizes", type=_ints, default=[32, 64, 128, 256])
   p.add_argument("--methods", default="dense,blocked,sampled")
@@ -427,15 +704,31 @@ def parse_args(argv=None):
   p.add_argument("--dtypes", default="float32,bfloat16")
   p.add_argument("--model_walk", default="blocked")
   p.add_argument("--model_overrides", default="", help='JSON, e.g. {"backbone_depth": 18}')
-  p.add_argument("--batch", type=int, default=2)
+  p.add_argument("--batch", type=_batches, default={None: 2},
+                 help="batch at every size (2), or per size: 256:16,512:4,1024:1")  # fmt: skip
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-  p.add_argument("--timeout", type=float, default=3600)
+  p.add_argument("--timeout", type=float, default=3600, help="seconds per configuration")
+  p.add_argument("--time_budget", type=float, default=None,
+                 help="seconds for the whole run: later configurations are skipped")  # fmt: skip
+  p.add_argument("--precompile_jobs", type=int, default=0,
+                 help="compile the JAX model configurations in this many parallel processes "
+                      "first (persistent cache)")  # fmt: skip
+  p.add_argument("--compilation_cache", default=None, help="default: OUT/xla_cache")
+  p.add_argument("--memory_limit_gb", type=float, default=None,
+                 help="check the largest train step's peak memory against this (10^9 bytes)")  # fmt: skip
   p.add_argument("--torch_reference", default=None, help="local checkout of GCLion/SDPAL")
   p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
   args = p.parse_args(argv)
   args.methods = [m for m in args.methods.split(",") if m]
   args.dtypes = [d for d in args.dtypes.split(",") if d]
+  batches = args.batch
+  if None not in batches and set(args.model_sizes) - set(batches):
+    p.error(f"--batch names no batch for sizes {sorted(set(args.model_sizes) - set(batches))}.")
+  args.batch_for = lambda size: batches.get(size, batches.get(None))
+  args.compilation_cache = args.compilation_cache or os.path.join(args.out, "xla_cache")
+  args.started = time.monotonic()
+  args.deadline = None if args.time_budget is None else args.started + args.time_budget
   if args.torch_reference:
     args.torch_reference = os.path.abspath(args.torch_reference)
     if not os.path.exists(os.path.join(args.torch_reference, "sdpal.py")):
@@ -449,19 +742,31 @@ def main(argv=None) -> int:
     spec = json.loads(args.worker)
     print("RESULT " + json.dumps(WORKERS[spec["kind"]](spec)), flush=True)
     return 0
+  start = time.monotonic()
+  global _WORKER_ENV
+  _WORKER_ENV = dict(os.environ)
+  os.environ["JAX_PLATFORMS"] = "cpu"  # this process: edge densities only (before jax's import)
   os.makedirs(args.out, exist_ok=True)
   suites = [s for s in args.suite.split(",") if s]
   rows = []
-  if "graph" in suites:
-    rows += graph_suite(args, args.out)
-  if "model" in suites:
-    rows += model_suite(args)
+  for suite in suites:
+    if suite == "graph":
+      rows += graph_suite(args, args.out)
+    elif suite == "model":
+      rows += model_suite(args)
   info = machine_info(args)
-  report = markdown(rows, info)
+  checks = memory_check(rows, args.memory_limit_gb) if args.memory_limit_gb else []
+  tensorflow = "tensorflow" in sys.modules or any(
+    r.get("tensorflow_imported") for r in [*rows, info]
+  )
+  notes = report_notes(args, tensorflow, time.monotonic() - start)
+  report = markdown(rows, info, checks, notes)
   with open(os.path.join(args.out, "benchmark.md"), "w") as f:
     f.write(report + "\n")
   with open(os.path.join(args.out, "benchmark.json"), "w") as f:
-    json.dump({"machine": info, "rows": rows, "argv": sys.argv[1:]}, f, indent=2)
+    json.dump({"machine": info, "rows": rows, "memory_check": checks, "notes": notes,
+               "tensorflow_imported": tensorflow, "argv": sys.argv[1:],
+               "wall_s": time.monotonic() - start}, f, indent=2)  # fmt: skip
   print(report)
   return 0
 
