@@ -49,7 +49,7 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.dataset = "synthetic_forgery/mixed"  # tfds name, .lst, .json or Tp/Gt folder
   c.train_split = "train"
   c.eval_split = "validation"
-  c.data_dir = None  # tfds data dir (None: tfds default)
+  c.data_dir = ml_collections.config_dict.placeholder(str)  # tfds data dir (None: tfds default)
   c.pipeline = "memory"  # "memory" (exact resume) or "stream" (splits larger than RAM)
   c.shuffle_buffer = 1024  # stream pipeline only
   c.resize_policy = "resize"  # "resize" (the release) or "random_crop" at native resolution

@@ -113,7 +113,9 @@ def paper_config(
   c.model.walk.steps = 3
   c.model.walk.restart = 0.3
   c.model.walk.threshold = 0.4
-  c.model.output_size = None  # logits at 256x256 = the input: the release's output size
+  # None: logits at the input size (256x256 = the release's output size); a placeholder so that
+  # --config.model.output_size="(H, W)" can still set it.
+  c.model.output_size = ml_collections.config_dict.placeholder(tuple)
   c.model.init = "pytorch"
   c.model.bn_momentum = 0.9
   c.model.bn_epsilon = 1e-5
