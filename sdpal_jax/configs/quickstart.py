@@ -8,13 +8,14 @@ batch for 8 TPU cores (bfloat16 compute); ``bf16`` bfloat16 compute with the
 CPU model (parameters stay float32).
 
 Width: ``base_channels=32`` halves every backbone width (2.5x faster steps
-than 64 on the 2-core CPU at the same F1 after the same time). Measured with
-nothing else running: tools/quickstart.sh takes 12.0 minutes end to end on an
-AMD EPYC 2-core box (2400 steps at ~0.28 s/step plus validation, evaluation
-and one prediction) and 31 minutes on an Intel Xeon 2-core box (0.66 s/step);
-test pixel F1 0.35 / AUC 0.83 (dataset protocol). 600 steps reach F1 0.28 /
-AUC 0.79: the F1 still rises between 1200 and 2400 steps. Real forgeries
-(CASIA v1, COVERAGE) stay at chance: docs/results/real_data.
+than 64 on the 2-core CPU at the same F1 after the same time). Steps: 1200
+on ``synthetic_forgery`` 2.0.0 (2400 before it; measured on 2026-11-26 on a
+2-core Intel Xeon box shared with another job's benchmarks: tools/quickstart.sh
+took 20.5 minutes end to end with the dataset already built, 1.09 steps/s
+averaged over training). Test pixel F1 0.28 / AUC 0.81 on its own generated
+test split; on real forgeries pixel AUC / F1 0.66 / 0.21 on CASIA v1 and
+0.75 / 0.30 on COVERAGE (dataset protocol, native resolution;
+docs/results/real_data).
 """
 
 from sdpal_jax.configs.common import base_config, parse_variants
@@ -38,7 +39,7 @@ def get_config(arg=None):
   c.loss.dice_weight = 0.5
   c.loss.positive_weight = 5.0
   c.global_batch_size = 8
-  c.num_train_steps = 2400
+  c.num_train_steps = 1200
   c.log_every_steps = 20
   c.eval_every_steps = 400
   c.checkpoint_every_steps = 400
