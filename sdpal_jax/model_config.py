@@ -20,6 +20,7 @@ RESNET_DEPTHS = (18, 34, 50, 101, 152)
 OUTPUT_STRIDES = (8, 16, 32)
 DTYPES = ("float32", "bfloat16")
 INITS = ("flax", "pytorch")
+CONV_IMPLS = ("auto", "xla", "matmul_grads")  # sdpal_jax.ops.convolution.CONV_IMPLS
 
 
 def default_model_fields() -> dict[str, Any]:
@@ -61,6 +62,13 @@ def default_model_fields() -> dict[str, Any]:
     # "pytorch" (torch's defaults, which the release never overrides: kernels and
     # biases uniform in +-1/sqrt(fan_in)); a converted backbone replaces the backbone's.
     "init": "flax",
+    # How convolutions and their gradients are computed (same parameters, same results
+    # to float rounding): "xla" (lax.conv_general_dilated, jax's gradients),
+    # "matmul_grads" (sdpal_jax.ops.conv2d: 1x1 convs as matrix products, matrix-product
+    # kernel gradients for wide kernels; ~2x faster training on XLA:CPU, see
+    # docs/performance.md "CPU convolution gradients") or "auto" (matmul_grads on the
+    # CPU backend, xla on GPU/TPU). Configs without the field get this default.
+    "conv_impl": "auto",
     "bn_momentum": 0.9,  # flax convention: torch momentum 0.1.
     "bn_epsilon": 1e-5,
   }
@@ -78,7 +86,10 @@ def default_model_config() -> ml_collections.ConfigDict:
   """
   import ml_collections  # noqa: PLC0415 (default_model_fields needs none)
 
-  return ml_collections.ConfigDict(default_model_fields())
+  fields = default_model_fields()
+  # A typed None, so that --config.model.output_size="(H, W)" can set it from the command line.
+  fields["output_size"] = ml_collections.config_dict.placeholder(tuple)
+  return ml_collections.ConfigDict(fields)
 
 
 def release_model_config() -> ml_collections.ConfigDict:
@@ -132,6 +143,8 @@ def validate_model_config(c: ml_collections.ConfigDict) -> None:
     bad("dtype", c.dtype, f"one of {DTYPES}")
   if c.get("init", "flax") not in INITS:
     bad("init", c.init, f"one of {INITS}")
+  if c.get("conv_impl", "auto") not in CONV_IMPLS:
+    bad("conv_impl", c.conv_impl, f"one of {CONV_IMPLS}")
   if c.output_size is not None and len(tuple(c.output_size)) != 2:
     bad("output_size", c.output_size, "None or (height, width)")
 

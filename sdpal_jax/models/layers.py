@@ -5,6 +5,14 @@ kernels, zero biases); ``"pytorch"`` draws what an untouched ``torch.nn.Conv2d``
 / ``nn.Linear`` holds after construction (``kaiming_uniform_(a=sqrt(5))``, i.e.
 kernels and biases uniform in +-1/sqrt(fan_in), fan_in = in_channels x kernel
 area). BatchNorm starts at scale 1, bias 0, mean 0, var 1 under both, as torch.
+
+Convolutions (``conv_impl``, the model config's ``conv_impl``): ``"xla"`` is
+``flax.linen.Conv`` as is (``lax.conv_general_dilated`` and jax's gradients);
+``"matmul_grads"`` passes ``sdpal_jax.ops.conv_general_dilated`` to the same
+``nn.Conv`` (1x1 convolutions as matrix products, matrix-product kernel
+gradients for wide kernels: much faster training on XLA:CPU); ``"auto"`` is
+``"matmul_grads"`` on the CPU backend and ``"xla"`` elsewhere. The parameters
+(names, shapes, values) are the same under all three.
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from sdpal_jax.ops import convolution
 
 INITS = ("flax", "pytorch")
 
@@ -41,6 +51,13 @@ def conv_initializers(weight_init: str, fan_in: int) -> dict[str, Any]:
       raise ValueError("weight_init='pytorch' needs the layer's fan_in.")
     return {"kernel_init": torch_kernel_init, "bias_init": torch_bias_init(fan_in)}
   raise ValueError(f"weight_init={weight_init!r}; expected one of {INITS}.")
+
+
+def conv_kwargs(conv_impl: str) -> dict[str, Any]:
+  """The ``conv_general_dilated`` keyword argument of ``nn.Conv`` for ``conv_impl`` (none for xla)."""
+  if conv_impl == "xla":
+    return {}
+  return {"conv_general_dilated": convolution.conv_general_dilated(conv_impl)}
 
 
 def torch_padding(kernel_size: int, dilation: int = 1) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -118,6 +135,7 @@ class ConvBN(nn.Module):
   bn: dict | None = None
   dtype: Any = jnp.float32
   weight_init: str = "flax"
+  conv_impl: str = convolution.DEFAULT_CONV_IMPL
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
@@ -131,6 +149,7 @@ class ConvBN(nn.Module):
       dtype=self.dtype,
       name="conv",
       **conv_initializers(self.weight_init, x.shape[-1] * self.kernel_size**2),
+      **conv_kwargs(self.conv_impl),
     )(x)
     x = BatchNorm(dtype=self.dtype, **(self.bn or {}), name="norm")(x, train)
     return nn.relu(x) if self.relu else x
@@ -144,6 +163,7 @@ def conv1x1(
   name: str,
   weight_init: str = "flax",
   fan_in: int = 0,
+  conv_impl: str = convolution.DEFAULT_CONV_IMPL,
 ) -> nn.Conv:
   """A pointwise convolution (``fan_in``: its input channels, for ``weight_init="pytorch"``)."""
   return nn.Conv(
@@ -153,4 +173,5 @@ def conv1x1(
     dtype=dtype,
     name=name,
     **conv_initializers(weight_init, fan_in),
+    **conv_kwargs(conv_impl),
   )

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from sdpal_jax.models.layers import ConvBN
+from sdpal_jax.ops.convolution import DEFAULT_CONV_IMPL
 
 # depth -> (block kind, blocks per stage)
 STAGES = {
@@ -42,11 +43,17 @@ class BasicBlock(nn.Module):
   bn: dict | None = None
   dtype: Any = jnp.float32
   weight_init: str = "flax"
+  conv_impl: str = DEFAULT_CONV_IMPL
   expansion = 1
 
   @nn.compact
   def __call__(self, x, train: bool):
-    kw = {"bn": self.bn, "dtype": self.dtype, "weight_init": self.weight_init}
+    kw = {
+      "bn": self.bn,
+      "dtype": self.dtype,
+      "weight_init": self.weight_init,
+      "conv_impl": self.conv_impl,
+    }
     y = ConvBN(self.planes, 3, self.strides, self.dilation, name="conv1", **kw)(x, train)
     y = ConvBN(self.planes, 3, 1, 1, relu=False, name="conv2", **kw)(y, train)
     if self.downsample:
@@ -64,11 +71,17 @@ class Bottleneck(nn.Module):
   bn: dict | None = None
   dtype: Any = jnp.float32
   weight_init: str = "flax"
+  conv_impl: str = DEFAULT_CONV_IMPL
   expansion = 4
 
   @nn.compact
   def __call__(self, x, train: bool):
-    kw = {"bn": self.bn, "dtype": self.dtype, "weight_init": self.weight_init}
+    kw = {
+      "bn": self.bn,
+      "dtype": self.dtype,
+      "weight_init": self.weight_init,
+      "conv_impl": self.conv_impl,
+    }
     y = ConvBN(self.planes, 1, name="conv1", **kw)(x, train)
     y = ConvBN(self.planes, 3, self.strides, self.dilation, name="conv2", **kw)(y, train)
     y = ConvBN(self.planes * 4, 1, relu=False, name="conv3", **kw)(y, train)
@@ -92,10 +105,16 @@ class ResNet(nn.Module):
   bn: dict | None = None
   dtype: Any = jnp.float32
   weight_init: str = "flax"  # "flax" | "pytorch" (sdpal_jax.models.layers)
+  conv_impl: str = DEFAULT_CONV_IMPL  # "auto" | "xla" | "matmul_grads" (sdpal_jax.models.layers)
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> tuple[jnp.ndarray, ...]:
-    kw = {"bn": self.bn, "dtype": self.dtype, "weight_init": self.weight_init}
+    kw = {
+      "bn": self.bn,
+      "dtype": self.dtype,
+      "weight_init": self.weight_init,
+      "conv_impl": self.conv_impl,
+    }
     if self.deep_stem:
       half = self.stem_channels // 2
       x = ConvBN(half, 3, 2, name="stem_0", **kw)(x, train)

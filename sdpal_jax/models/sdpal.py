@@ -25,6 +25,7 @@ from sdpal_jax.errors import SdpalError
 from sdpal_jax.model_config import validate_model_config
 from sdpal_jax.models.layers import ConvBN, conv1x1
 from sdpal_jax.models.resnet import ResNet
+from sdpal_jax.ops.convolution import DEFAULT_CONV_IMPL
 
 if TYPE_CHECKING:
   import ml_collections
@@ -41,11 +42,17 @@ class MOPC(nn.Module):
   bn: dict | None = None
   dtype: Any = jnp.float32
   weight_init: str = "flax"
+  conv_impl: str = DEFAULT_CONV_IMPL
 
   @nn.compact
   def __call__(self, images, train: bool):
     _, f1, f2, f3 = self.backbone(images, train)
-    kw = {"bn": self.bn, "dtype": self.dtype, "weight_init": self.weight_init}
+    kw = {
+      "bn": self.bn,
+      "dtype": self.dtype,
+      "weight_init": self.weight_init,
+      "conv_impl": self.conv_impl,
+    }
     aligned = [
       ConvBN(self.feature_channels, 3, name=f"align{i + 1}", **kw)(f, train)
       for i, f in enumerate((f1, f2, f3))
@@ -75,6 +82,7 @@ class MOAP(nn.Module):
   bn: dict | None = None
   dtype: Any = jnp.float32
   weight_init: str = "flax"
+  conv_impl: str = DEFAULT_CONV_IMPL
 
   @nn.compact
   def __call__(self, features, train: bool):
@@ -99,6 +107,7 @@ class MOAP(nn.Module):
       bn=self.bn,
       dtype=self.dtype,
       weight_init=self.weight_init,
+      conv_impl=self.conv_impl,
       name="fuse",
     )(combined, train)
 
@@ -110,19 +119,31 @@ class DPAL(nn.Module):
   bn: dict | None = None
   dtype: Any = jnp.float32
   weight_init: str = "flax"
+  conv_impl: str = DEFAULT_CONV_IMPL
 
   @nn.compact
   def __call__(self, x, train: bool):
     b, h, w, c = x.shape
     flat = x.reshape(b, h * w, c)
-    pointwise = {"dtype": self.dtype, "weight_init": self.weight_init, "fan_in": c}
+    pointwise = {
+      "dtype": self.dtype,
+      "weight_init": self.weight_init,
+      "fan_in": c,
+      "conv_impl": self.conv_impl,
+    }
     q1, k1, q2, k2, v = (
       conv1x1(c, use_bias=False, name=name, **pointwise)(flat)
       for name in ("to_q1", "to_k1", "to_q2", "to_k2", "to_v")
     )
     attended = ops.differential_attention(q1, k1, q2, k2, v, self.num_heads)
     x = x + conv1x1(c, use_bias=True, name="unify", **pointwise)(attended).reshape(b, h, w, c)
-    kw = {"bn": self.bn, "dtype": self.dtype, "use_bias": True, "weight_init": self.weight_init}
+    kw = {
+      "bn": self.bn,
+      "dtype": self.dtype,
+      "use_bias": True,
+      "weight_init": self.weight_init,
+      "conv_impl": self.conv_impl,
+    }
     refined = ConvBN(c, 3, name="refine1", **kw)(x, train)
     refined = ConvBN(c, 3, name="refine2", **kw)(refined, train)
     return x + refined
@@ -136,10 +157,16 @@ class DoubleConv(nn.Module):
   bn: dict | None = None
   dtype: Any = jnp.float32
   weight_init: str = "flax"
+  conv_impl: str = DEFAULT_CONV_IMPL
 
   @nn.compact
   def __call__(self, x, train: bool):
-    kw = {"bn": self.bn, "dtype": self.dtype, "weight_init": self.weight_init}
+    kw = {
+      "bn": self.bn,
+      "dtype": self.dtype,
+      "weight_init": self.weight_init,
+      "conv_impl": self.conv_impl,
+    }
     x = ConvBN(self.mid_features or self.features, 3, name="conv1", **kw)(x, train)
     return ConvBN(self.features, 3, name="conv2", **kw)(x, train)
 
@@ -163,11 +190,17 @@ class Decoder(nn.Module):
   bn: dict | None = None
   dtype: Any = jnp.float32
   weight_init: str = "flax"
+  conv_impl: str = DEFAULT_CONV_IMPL
 
   @nn.compact
   def __call__(self, x, output_size: tuple[int, int], train: bool):
     c0, c1, c2, c3 = self.channels
-    kw = {"bn": self.bn, "dtype": self.dtype, "weight_init": self.weight_init}
+    kw = {
+      "bn": self.bn,
+      "dtype": self.dtype,
+      "weight_init": self.weight_init,
+      "conv_impl": self.conv_impl,
+    }
     x1 = DoubleConv(c0, name="inc", **kw)(x, train)
     x2 = DoubleConv(c1, name="down1", **kw)(_max_pool_2x2(x1), train)
     x3 = DoubleConv(c2, name="down2", **kw)(_max_pool_2x2(x2), train)
@@ -185,6 +218,7 @@ class Decoder(nn.Module):
       name="outc",
       weight_init=self.weight_init,
       fan_in=y.shape[-1],
+      conv_impl=self.conv_impl,
     )(y)
     logits = ops.resize_bilinear_align_corners(logits.astype(jnp.float32), output_size)
     return logits[..., 0]
@@ -214,6 +248,9 @@ class SDPAL(nn.Module):
   output_size: tuple[int, int] | None = None
   dtype: Any = jnp.float32
   weight_init: str = "flax"  # "flax" | "pytorch": layer initialisation (sdpal_jax.models.layers)
+  # "auto" | "xla" | "matmul_grads": how convolutions and their gradients are computed
+  # (sdpal_jax.models.layers; the parameters are the same under all).
+  conv_impl: str = DEFAULT_CONV_IMPL
   bn: tuple = (("momentum", 0.9), ("epsilon", 1e-5))
 
   @nn.compact
@@ -225,7 +262,12 @@ class SDPAL(nn.Module):
         f"{self.output_stride}: both sides must be at least {smallest} pixels."
       )
     bn = dict(self.bn)
-    kw = {"bn": bn, "dtype": self.dtype, "weight_init": self.weight_init}
+    kw = {
+      "bn": bn,
+      "dtype": self.dtype,
+      "weight_init": self.weight_init,
+      "conv_impl": self.conv_impl,
+    }
     backbone = ResNet(
       self.backbone_depth,
       self.deep_stem,
@@ -283,6 +325,7 @@ def build_model(config: ml_collections.ConfigDict) -> SDPAL:
     output_size=None if config.output_size is None else tuple(int(s) for s in config.output_size),
     dtype=jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32,
     weight_init=str(config.get("init", "flax")),
+    conv_impl=str(config.get("conv_impl", DEFAULT_CONV_IMPL)),
     bn=(
       ("momentum", float(config.bn_momentum)),
       ("epsilon", float(config.bn_epsilon)),

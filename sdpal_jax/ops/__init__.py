@@ -1,6 +1,7 @@
 """Pure array math of SDPAL (NHWC, no Flax, no I/O)."""
 
 from sdpal_jax.ops.attention import differential_attention, merge_heads, split_heads
+from sdpal_jax.ops.convolution import CONV_IMPLS, conv2d, conv_general_dilated
 from sdpal_jax.ops.correlation import (
   affinity_row_sums,
   cosine_affinity,
@@ -11,6 +12,9 @@ from sdpal_jax.ops.correlation import (
 from sdpal_jax.ops.resize import resize_bilinear_align_corners
 
 __all__ = [
+  "CONV_IMPLS",
+  "conv2d",
+  "conv_general_dilated",
   "affinity_row_sums",
   "cosine_affinity",
   "differential_attention",
