@@ -335,7 +335,7 @@ def torch_train_step(size: int, batch: int, reference: str, threads: int):
     loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.view_as(masks), masks)
     loss.backward()
     optimizer.step()
-    return float(loss)
+    return loss.item()
 
   return run
 
