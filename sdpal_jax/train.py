@@ -114,6 +114,9 @@ class _Preemption:
 
   def __init__(self):
     self.requested = False
+    # Set by the handler only, never cleared: a SIGTERM that arrives while this process waits in
+    # the all-gather must not be overwritten by that all-gather's (older) result.
+    self._sigterm = False
     self._mode = "local"
     if jax.process_count() > 1:
       self._mode = "sync" if jax.config.jax_enable_preemption_service else "allgather"
@@ -126,7 +129,7 @@ class _Preemption:
   def _handle(self, signum, frame):
     del signum, frame
     logging.warning("SIGTERM received: saving a checkpoint and stopping.")
-    self.requested = True
+    self._sigterm = True
 
   def reached(self, step: int) -> bool:
     """Whether to save and stop after ``step``: the same answer in every process."""
@@ -135,8 +138,10 @@ class _Preemption:
     if self._mode == "sync":
       self.requested = multihost_utils.reached_preemption_sync_point(step)
     elif self._mode == "allgather":
-      flags = multihost_utils.process_allgather(np.asarray(self.requested, np.int32))
+      flags = multihost_utils.process_allgather(np.asarray(self._sigterm, np.int32))
       self.requested = bool(np.any(flags))
+    else:
+      self.requested = self._sigterm
     if self.requested:
       logging.warning("preemption: every process saves step %d and stops.", step)
     return self.requested

@@ -102,7 +102,7 @@ sys.path.insert(0, configs)
 import tiny
 from sdpal_jax import train
 c = tiny.get_config()
-c.num_train_steps = 500; c.log_every_steps = 1
+c.num_train_steps = 150; c.log_every_steps = 1
 c.eval_every_steps = 1000; c.checkpoint_every_steps = 1000  # only the preemption saves
 result = train.train_and_evaluate(c, workdir)
 print("STOPPED AT", result["step"], flush=True)
@@ -160,6 +160,6 @@ def test_sigterm_to_one_process_stops_both_at_the_same_saved_step(tmp_path, serv
   assert first.returncode == 0, output0[-3000:]
   assert second.returncode == 0, output1[-3000:]
   stopped = [int(re.search(r"STOPPED AT (\d+)", out).group(1)) for out in (output0, output1)]
-  assert stopped[0] == stopped[1], stopped
-  assert 3 <= stopped[0] < 500
+  assert stopped[0] == stopped[1], (stopped, output1[-3000:])
+  assert 3 <= stopped[0] < 150, output1[-3000:]  # not run to its end: the notice was honoured
   assert checkpoint.saved_steps(str(workdir)) == [stopped[0]]

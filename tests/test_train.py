@@ -173,6 +173,35 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
   assert checkpoint.load_inference_checkpoint(str(tmp_path)).step == max(steps)
 
 
+def test_a_sigterm_arriving_during_the_flag_all_gather_stops_at_the_next_step(monkeypatch):
+  """Several processes without JAX's preemption service all-gather their SIGTERM flags after
+  every step. A notice that lands while this process waits inside that all-gather must not be
+  overwritten by the all-gather's result (gathered before it came): it stops the next step."""
+  from jax.experimental import multihost_utils  # noqa: PLC0415
+
+  real_allgather = multihost_utils.process_allgather
+  calls = []
+
+  def allgather_during_which_sigterm_arrives(flag):
+    calls.append(int(flag))
+    if len(calls) == 1:
+      os.kill(os.getpid(), signal.SIGTERM)  # Python runs the handler before this call returns
+    return real_allgather(flag)
+
+  previous_handler = signal.getsignal(signal.SIGTERM)
+  try:
+    preemption = train._Preemption()
+    preemption._mode = "allgather"  # what a multi-process run without the service uses
+    monkeypatch.setattr(
+      multihost_utils, "process_allgather", allgather_during_which_sigterm_arrives
+    )
+    assert not preemption.reached(1)  # gathered before the notice: every process goes on
+    assert preemption.reached(2)  # the notice, kept, reaches every process one step later
+    assert calls == [0, 1]
+  finally:
+    signal.signal(signal.SIGTERM, previous_handler)
+
+
 EIGHT_DEVICES = """
 import sys, jax
 sys.path.insert(0, sys.argv[1])
