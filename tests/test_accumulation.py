@@ -61,7 +61,14 @@ def _run(tx, params, batches):
   return params
 
 
-@pytest.mark.parametrize("options", [{}, {"grad_clip": 0.5}, {"weight_decay": 1e-2}])
+@pytest.mark.parametrize(
+  "options",
+  [
+    {},
+    pytest.param({"grad_clip": 0.5}, marks=pytest.mark.slow),
+    pytest.param({"weight_decay": 1e-2}, marks=pytest.mark.slow),
+  ],
+)
 def test_k_micro_batches_equal_one_batch_k_times_as_large(options):
   k, micro, updates = 4, 3, 3
   x, y = _data(k * micro * updates)
@@ -92,6 +99,7 @@ def test_parameters_change_only_every_k_micro_batches():
   assert changed == [False, False, True, False, False, True]
 
 
+@pytest.mark.slow
 def test_learning_rate_schedule_counts_micro_batches_and_changes_once_per_update():
   """Adam's step under a constant gradient is exactly the learning rate (up to eps).
 

@@ -85,6 +85,7 @@ def test_convert_backbone_writes_the_files_tensors_for_init_from(torchvision_res
 
 
 @pytest.mark.torch
+@pytest.mark.slow
 def test_convert_with_the_wrong_stem_or_kind_names_the_keys_and_exits_2(
   torchvision_resnet18, tmp_path
 ):
@@ -250,6 +251,7 @@ def test_evaluate_labels_max_examples_batch_size_and_histogram_bins(two_checkpoi
   assert results["alpha"][spec]["pixel_auc"] != results["beta"][spec]["pixel_auc"]
 
 
+@pytest.mark.slow
 def test_evaluate_batch_size_reaches_the_evaluator(two_checkpoints, tmp_path):
   error = _one_clean_error(
     _run(

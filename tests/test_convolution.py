@@ -136,6 +136,7 @@ def test_float32_value_and_gradients_match_plain_convolution(case, gemm_for_ever
 
 
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
+@pytest.mark.slow
 def test_float64_value_and_gradients_match_plain_convolution(case, gemm_for_every_kernel):
   k, s, d, _, _ = case
   x, kernel = _inputs(case)

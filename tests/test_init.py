@@ -55,6 +55,7 @@ def test_batchnorm_starts_at_identity_under_both_inits(tiny_pytorch_init, tiny_f
         np.testing.assert_array_equal(value, expected)
 
 
+@pytest.mark.slow
 def test_flax_init_keeps_lecun_normal_kernels_and_zero_biases(tiny_flax_init):
   variables = tiny_flax_init
   outc = variables[("params", "decoder", "outc", "bias")]

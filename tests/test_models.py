@@ -70,6 +70,7 @@ def test_bfloat16_compute_keeps_float32_params_and_logits(tiny):
   assert np.corrcoef(np.ravel(logits), np.ravel(reference))[0, 1] > 0.9
 
 
+@pytest.mark.slow
 def test_walk_method_is_selectable_and_blocked_equals_dense(tiny):
   _, variables = tiny
   x = jax.random.uniform(jax.random.key(3), (1, 64, 64, 3)) * 255

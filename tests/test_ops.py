@@ -76,7 +76,15 @@ def test_neighbour_pixel_residual_is_x_minus_down_up(size):
   np.testing.assert_allclose(ops.neighbour_pixel_residual(jnp.asarray(x)), expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("size", [(4, 4), (7, 10), (9, 6), (16, 12)])
+@pytest.mark.parametrize(
+  "size",
+  [
+    (4, 4),
+    (7, 10),
+    pytest.param((9, 6), marks=pytest.mark.slow),
+    pytest.param((16, 12), marks=pytest.mark.slow),
+  ],
+)
 def test_neighbour_pixel_residual_vanishes_on_linear_ramps(size):
   """Bilinear align_corners resampling reproduces an affine map exactly (both grids keep the
   corners, and linear interpolation of samples of a linear function is that function), so the

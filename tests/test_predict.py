@@ -92,6 +92,7 @@ def test_full_resolution_uses_the_sampled_walk_unless_told_otherwise(checkpoint_
   np.testing.assert_allclose(full.predict_image(image), chosen.predict_image(image), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_walk_method_override_gives_the_same_map(checkpoint_dir, predictor):
   blocked = Predictor.from_checkpoint(checkpoint_dir, walk_method="blocked")
   image = _photo(64, 64, seed=3)
@@ -294,6 +295,7 @@ def test_tiled_real_model_equals_each_tile_predicted_alone_where_only_it_covers(
   np.testing.assert_allclose(tiled[64:86, 64:96], middle[16:38, 16:48], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_photo_within_one_tile_is_predicted_whole(checkpoint_dir):
   image = _photo(96, 120, seed=13)
   whole = Predictor.from_checkpoint(checkpoint_dir, full_resolution=True, tile_size=0)

@@ -143,6 +143,7 @@ def release_layout():
   return config, network, randomised_state_dict(network, seed=5)
 
 
+@pytest.mark.slow
 def test_release_state_dict_converts_key_for_key_and_predicts_like_the_torch_network(
   release_layout,
 ):
