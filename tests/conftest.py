@@ -8,6 +8,9 @@ import tempfile
 
 os.environ.setdefault("TFDS_DATA_DIR", tempfile.mkdtemp(prefix="sdpal_tfds_"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+  # Several workers may share one GPU: none may take JAX's default 75% of its memory up front.
+  os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 sys.path.insert(0, os.path.dirname(__file__))
 
 # Files whose tests take minutes on 2 cores (a CI run's --durations, 2026-11-26), longest first.
