@@ -113,7 +113,6 @@ class _Preemption:
   """
 
   def __init__(self):
-    self.requested = False
     # Set by the handler only, never cleared: a SIGTERM that arrives while this process waits in
     # the all-gather must not be overwritten by that all-gather's (older) result.
     self._sigterm = False
@@ -136,15 +135,15 @@ class _Preemption:
     from jax.experimental import multihost_utils  # noqa: PLC0415
 
     if self._mode == "sync":
-      self.requested = multihost_utils.reached_preemption_sync_point(step)
+      requested = multihost_utils.reached_preemption_sync_point(step)
     elif self._mode == "allgather":
       flags = multihost_utils.process_allgather(np.asarray(self._sigterm, np.int32))
-      self.requested = bool(np.any(flags))
+      requested = bool(np.any(flags))
     else:
-      self.requested = self._sigterm
-    if self.requested:
+      requested = self._sigterm
+    if requested:
       logging.warning("preemption: every process saves step %d and stops.", step)
-    return self.requested
+    return requested
 
 
 def _to_host(tree):
