@@ -45,7 +45,7 @@ def default_model_fields() -> dict[str, Any]:
       "steps": 3,
       "restart": 0.3,  # 1 - a; the release's walk_restart_prob=0.7 is a.
       "threshold": 0.4,
-      "block_size": 512,  # rows of A held at once by "blocked".
+      "block_size": 1024,  # "blocked": nodes per block; holds O(N x block_size) similarities.
       "num_landmarks": 1024,  # "sampled" only: nodes sampled per walk step.
       # "sampled" only: sampled | exact (unbiased, one O(N^2) pass).
       "row_normalization": "sampled",

@@ -121,7 +121,7 @@ def test_dense_walk_matches_release_recursion(steps, restart):
   np.testing.assert_allclose(got, numpy_walk(x, steps, 1 - restart), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("block_size", [1, 7, 30, 512])
+@pytest.mark.parametrize("block_size", [1, 2, 3, 7, 10, 15, 30, 512])
 def test_blocked_walk_matches_dense_for_any_block_size(block_size):
   x = _realistic_features(np.random.default_rng(4), (2, 6, 5, 16))
   dense = ops.random_walk_with_restart(jnp.asarray(x), method="dense")
@@ -130,18 +130,23 @@ def test_blocked_walk_matches_dense_for_any_block_size(block_size):
 
 
 def test_blocked_walk_never_materialises_the_full_affinity():
-  """XLA's own buffer accounting: blocked needs a slab, dense needs all of A."""
-  n_side, block = 32, 64
+  """XLA's own buffer accounting: blocked needs slabs of N x block, dense all of A."""
+  n_side, block = 32, 32
   n = n_side * n_side
   x = jnp.zeros((1, n_side, n_side, 8))
 
-  def temp_bytes(method, **opts):
-    fn = jax.jit(lambda v: ops.random_walk_with_restart(v, method=method, **opts))
-    return fn.lower(x).compile().memory_analysis().temp_size_in_bytes
+  def temp_bytes(method, gradient=False, **opts):
+    def walk(v):
+      return ops.random_walk_with_restart(v, method=method, **opts)
+
+    fn = jax.grad(lambda v: jnp.sum(walk(v) ** 2)) if gradient else walk
+    return jax.jit(fn).lower(x).compile().memory_analysis().temp_size_in_bytes
 
   full_affinity = n * n * 4
   assert temp_bytes("dense") >= full_affinity
   assert temp_bytes("blocked", block_size=block) < full_affinity / 4
+  assert temp_bytes("dense", gradient=True) >= 2 * full_affinity
+  assert temp_bytes("blocked", gradient=True, block_size=block) < full_affinity / 1.5
 
 
 @pytest.mark.parametrize("row_normalization", ["sampled", "exact"])
@@ -205,10 +210,19 @@ def test_unknown_walk_method_is_rejected():
     ops.random_walk_with_restart(jnp.ones((1, 2, 2, 3)), method="exact")
 
 
-@pytest.mark.parametrize("method", ["dense", "blocked"])
-def test_walk_gradients_are_finite_and_agree(method):
+@pytest.mark.parametrize(
+  "method,opts",
+  [
+    ("dense", {}),
+    # 16 nodes: 4 blocks (even: the opposite-block offset), 3 (odd), 6 and 1
+    ("blocked", {"block_size": 4}),
+    ("blocked", {"block_size": 6}),
+    ("blocked", {"block_size": 3}),
+    ("blocked", {"block_size": 16}),
+  ],
+)
+def test_walk_gradients_are_finite_and_agree(method, opts):
   x = jnp.asarray(_realistic_features(np.random.default_rng(7), (1, 4, 4, 6)))
-  opts = {"block_size": 5} if method == "blocked" else {}
 
   def loss(v):
     return jnp.sum(ops.random_walk_with_restart(v, method=method, **opts) ** 2)

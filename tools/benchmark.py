@@ -696,7 +696,7 @@ def parse_args(argv=None):
   p.add_argument("--graph_sizes", type=_ints, default=[32, 64, 128, 256])
   p.add_argument("--methods", default="dense,blocked,sampled")
   p.add_argument("--channels", type=int, default=512, help="fused map width (nodes: 2x)")
-  p.add_argument("--block_size", type=int, default=512)
+  p.add_argument("--block_size", type=int, default=1024, help="blocked walk (the model default)")
   p.add_argument("--max_dense_nodes", type=int, default=128 * 128)
   p.add_argument("--max_release_nodes", type=int, default=128 * 128)
   p.add_argument("--model_sizes", type=_ints, default=[256, 512, 1024])

@@ -20,7 +20,11 @@ step: Adam 1e-4, the release's loss, blocked walk), one model per
 ``--torch_reference``), alternating in one process, median of ``--rounds``:
 
   python tools/profile_conv_grads.py --train_step --impls xla,matmul_grads --rounds 3 \
-      [--torch_reference /path/to/SDPAL]
+      [--torch_reference /path/to/SDPAL] [--trace TRACE_DIR]
+
+``--trace`` then traces one more step per implementation (``jax.profiler``)
+and prints where XLA:CPU's worker threads spent it: thread-seconds per op
+class (convolutions by kernel, matrix products, everything else) and idle.
 
 Implementations: ``xla`` (``lax.conv_general_dilated``, jax's autodiff rules),
 ``matmul_grads`` (``sdpal_jax.ops.conv2d``, the default of ``model.conv_impl``:
@@ -44,6 +48,7 @@ import functools
 import json
 import os
 import platform
+import re
 import statistics
 import time
 
@@ -306,6 +311,7 @@ def jax_train_step(size: int, batch: int, conv_impl: str):
     holder["state"], metrics = step(holder["state"], batch_, key)
     return float(metrics["loss"])
 
+  run.optimized_hlo = lambda: step.lower(holder["state"], batch_, key).compile().as_text()
   return run
 
 
@@ -362,6 +368,77 @@ def profile_train_steps(args, impls: list[str]) -> dict:
   return {name: statistics.median(t) for name, t in times.items()}
 
 
+def hlo_op_classes(hlo_text: str) -> dict[str, str]:
+  """Instruction name -> class ("convolution KxK", "... dilated", "matrix product", "other ...").
+
+  A fusion takes the class of the convolution or dot it calls, else "other"
+  (elementwise, copies, slices, reductions).
+  """
+  bodies, instructions, current = {}, {}, None
+  for line in hlo_text.splitlines():
+    header = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
+    if header:
+      current = bodies.setdefault(header.group(1), [])
+      continue
+    named = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = ", line)
+    if named and current is not None:
+      current.append(line)
+      instructions[named.group(1)] = line
+
+  def own_class(line: str) -> str | None:
+    if " convolution(" in line:
+      window = re.search(r"window=\{([^}]*)\}", line)
+      size = re.search(r"size=(\S+)", window.group(1)).group(1) if window else "?"
+      dilated = " dilated" if window and "rhs_dilate" in window.group(1) else ""
+      return f"convolution {size if size in ('1x1', '3x3') else 'other'}{dilated}"
+    return "matrix product" if " dot(" in line else None
+
+  classes = {}
+  for name, line in instructions.items():
+    found = own_class(line)
+    called = re.search(r"calls=%?([\w.\-]+)", line)
+    if found is None and called:
+      found = next(filter(None, map(own_class, bodies.get(called.group(1), []))), None)
+    classes[name] = found or "other (elementwise, copies, reductions)"
+  return classes
+
+
+def trace_train_step(run, trace_dir: str) -> dict[str, float]:
+  """Traces one call of ``run``; thread-seconds of XLA:CPU's executed ops per op class.
+
+  Reads the trace with ``jax.profiler.ProfileData``: every op the thunk
+  executor ran is an event on one of XLA's worker threads (concurrent ops on
+  different threads both count); "not in an op event" = threads x wall - busy
+  (idle, or helping another thread's op), and "process CPU" is the process's
+  CPU time over the step (all threads: with 2 cores, 2 x wall means no idle).
+  """
+  classes = hlo_op_classes(run.optimized_hlo())
+  with jax.profiler.trace(trace_dir):
+    cpu_start, start = time.process_time(), time.perf_counter()
+    run()
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+  paths = [
+    os.path.join(d, f) for d, _, fs in os.walk(trace_dir) for f in fs if f.endswith(".xplane.pb")
+  ]
+  seconds, threads = collections.Counter(), set()
+  for plane in jax.profiler.ProfileData.from_file(max(paths, key=os.path.getmtime)).planes:
+    for line in plane.lines:
+      if "XLAEigen" not in line.name:
+        continue
+      threads.add(line.name)
+      for event in line.events:
+        if event.name in classes:
+          seconds[classes[event.name]] += event.duration_ns / 1e9
+  busy = sum(seconds.values())
+  return {
+    "wall": wall,
+    "threads": len(threads),
+    **seconds,
+    "not in an op event": len(threads) * wall - busy,
+    "process CPU": cpu,
+  }
+
+
 def summarise(results: list[dict], impls: list[str]) -> str:
   """Per shape class: count-weighted seconds in the whole network and the ratio to ``xla``."""
   classes = collections.defaultdict(lambda: collections.defaultdict(float))
@@ -410,6 +487,12 @@ def main(argv=None) -> None:
     help="time whole train steps instead (model.conv_impl = each of --impls, xla/matmul_grads)",
   )
   p.add_argument("--torch_reference", default=None, help="--train_step: also the release's step")
+  p.add_argument(
+    "--trace",
+    default=None,
+    help="--train_step: then trace one step per impl into this folder and print "
+    "thread-seconds per op class (convolutions, matrix products, other, idle)",
+  )
   p.add_argument("--threads", type=int, default=2, help="torch threads (jax: all cores)")
   args = p.parse_args(argv)
   impls = args.impls.split(",")
@@ -420,9 +503,22 @@ def main(argv=None) -> None:
     for name, seconds in medians.items():
       ratio = f", {base / seconds:.2f}x the release" if base and name != "release" else ""
       print(f"  {name}: {seconds:.2f} s{ratio}")
+    traces = {}
+    if args.trace:
+      for impl in impls:
+        traces[impl] = trace_train_step(jax_train_step(args.size, args.batch, impl),
+                                        os.path.join(args.trace, impl))  # fmt: skip
+        parts = sorted((k for k in traces[impl] if k not in ("wall", "threads", "process CPU")),
+                       key=lambda k: -traces[impl][k])  # fmt: skip
+        print(f"\n{impl}: traced step {traces[impl]['wall']:.2f} s on "
+              f"{traces[impl]['threads']} XLA threads, process CPU "
+              f"{traces[impl]['process CPU']:.2f} s; thread-seconds per op class:")  # fmt: skip
+        for k in parts:
+          print(f"  {traces[impl][k]:7.2f}  {k}")
     if args.out:
       with open(args.out, "w") as f:
-        json.dump({"size": args.size, "batch": args.batch, "train_step_s": medians}, f, indent=1)
+        json.dump({"size": args.size, "batch": args.batch, "train_step_s": medians,
+                   "trace_thread_seconds": traces}, f, indent=1)  # fmt: skip
     return
   unknown = set(impls) - set(IMPLS)
   if unknown:

@@ -110,41 +110,100 @@ def _walk_dense(x: jnp.ndarray, *, steps: int, restart: float, threshold: float)
   )
 
 
-def _walk_blocked(
-  x: jnp.ndarray, *, steps: int, restart: float, threshold: float, block_size: int = 512
-) -> jnp.ndarray:
-  """Exact, holding at most a ``[block_size, N]`` slab of A at a time. x: ``[N, D]``.
+def _symmetric_similarity_products(
+  unit_blocks: jnp.ndarray, y_blocks: jnp.ndarray, threshold: float, with_row_sums: bool
+) -> tuple[jnp.ndarray, jnp.ndarray | None]:
+  """``S @ Y`` (and ``rowsum(S)``) visiting each unordered pair of node blocks once.
 
-  Each ``A @ Y`` regenerates the rows of A block by block (similarity,
-  threshold, self-loop mask and row normalisation are all row-local), so peak
-  memory is O(block_size * N + N * D). The block function is rematerialised
-  in the backward pass, so gradients keep the same bound.
+  S is symmetric, so the block ``S[i, j] = U_i U_j^T`` (thresholded) serves
+  both ``out_i += S[i, j] Y_j`` and ``out_j += S[i, j]^T Y_i``: about half the
+  similarity products of a row-by-row pass (3 instead of 4 matrix products
+  of N^2 D multiply-adds per walk step). Pairs are taken a cyclic offset at
+  a time, ``j = (i + o) mod nb`` for all i at once (batched products over
+  the nb blocks); offsets 1 .. ceil(nb/2) - 1 cover every pair of distinct
+  blocks once, offset 0 the diagonal blocks, and for even nb offset nb/2
+  pairs each block with its opposite from both sides (used one way only).
+
+  Args:
+    unit_blocks: ``[nb, block, D]`` unit-norm node features, zero rows as padding.
+    y_blocks: ``[nb, block, E]``.
+    threshold: similarities below it are not edges.
+    with_row_sums: also return ``rowsum(S)`` ``[nb, block]`` (else None).
+
+  Returns:
+    ``([nb, block, E], [nb, block] or None)``; peak memory O(N * block).
+  """
+  num_blocks, block, _ = unit_blocks.shape
+
+  def similarity(offset):
+    partner = jnp.roll(unit_blocks, -offset, axis=0)
+    sim = jnp.einsum("bmd,bnd->bmn", unit_blocks, partner, precision=jax.lax.Precision.HIGHEST)
+    return jnp.where(sim >= threshold, sim, 0.0)
+
+  def one_way(offset, sim):
+    partner_y = jnp.roll(y_blocks, -offset, axis=0)
+    out = jnp.einsum("bmn,bne->bme", sim, partner_y, precision=jax.lax.Precision.HIGHEST)
+    return out, sim.sum(-1) if with_row_sums else None
+
+  def both_ways(offset):
+    sim = similarity(offset)
+    out, sums = one_way(offset, sim)
+    back = jnp.einsum("bmn,bme->bne", sim, y_blocks, precision=jax.lax.Precision.HIGHEST)
+    out = out + jnp.roll(back, offset, axis=0)
+    if with_row_sums:
+      sums = sums + jnp.roll(sim.sum(-2), offset, axis=0)
+    return out, sums
+
+  diagonal = similarity(0) * (1.0 - jnp.eye(block, dtype=unit_blocks.dtype))  # no self-loops
+  out, sums = one_way(0, diagonal)
+  if num_blocks % 2 == 0 and num_blocks > 1:
+    opposite_out, opposite_sums = one_way(num_blocks // 2, similarity(num_blocks // 2))
+    out = out + opposite_out
+    sums = sums + opposite_sums if with_row_sums else None
+  num_pair_offsets = (num_blocks - 1) // 2
+  if num_pair_offsets:
+
+    @jax.checkpoint  # backward recomputes each offset's similarities: O(N * block) memory
+    def add_offset(carry, offset):
+      out, sums = carry
+      more, more_sums = both_ways(offset)
+      return (out + more, sums + more_sums if with_row_sums else sums), None
+
+    init = (out, sums if with_row_sums else jnp.zeros(()))
+    (out, sums), _ = jax.lax.scan(add_offset, init, jnp.arange(1, num_pair_offsets + 1))
+  return out, sums if with_row_sums else None
+
+
+def _walk_blocked(
+  x: jnp.ndarray, *, steps: int, restart: float, threshold: float, block_size: int = 1024
+) -> jnp.ndarray:
+  """Exact, holding O(N x block_size) similarities at a time, never all of S. x: ``[N, D]``.
+
+  Each ``A @ Y`` is ``(S @ Y) / (rowsum(S) + 1e-8)`` with ``S @ Y`` computed
+  block pair by block pair (``_symmetric_similarity_products``; the row sums
+  come with the first step's products), so peak memory is
+  O(block_size * N + N * D), gradients included: each block pair's
+  similarities are recomputed in the backward pass.
   """
   n, d = x.shape
   block = max(1, min(int(block_size), n))
   num_blocks = -(-n // block)
   padded = num_blocks * block
-  unit = l2_normalize(x.astype(jnp.float32))
+  x32 = x.astype(jnp.float32)
   # Padding nodes have zero features: similarity 0 with everything, so they
   # never carry weight (for threshold > 0 they are dropped; otherwise weight 0).
-  unit_padded = jnp.pad(unit, ((0, padded - n), (0, 0)))
-  unit_blocks = unit_padded.reshape(num_blocks, block, d)
-  key_ids = jnp.arange(n)
-
-  @jax.checkpoint
-  def rows_times(query_block, block_index, y):
-    query_ids = block_index * block + jnp.arange(block)
-    sim = _thresholded_similarity(query_block, unit, threshold, query_ids, key_ids)
-    rows = sim / (jnp.sum(sim, axis=-1, keepdims=True) + _ROW_EPS)
-    return jnp.matmul(rows, y, precision=jax.lax.Precision.HIGHEST)
-
-  def apply_affinity(y):
-    out = jax.lax.map(
-      lambda args: rows_times(args[0], args[1], y), (unit_blocks, jnp.arange(num_blocks))
+  unit_blocks = jnp.pad(l2_normalize(x32), ((0, padded - n), (0, 0))).reshape(num_blocks, block, d)
+  a = 1.0 - restart
+  y, row_sums = x32, None
+  for _ in range(steps):
+    y_blocks = jnp.pad(y, ((0, padded - n), (0, 0))).reshape(num_blocks, block, d)
+    products, sums = _symmetric_similarity_products(
+      unit_blocks, y_blocks, threshold, with_row_sums=row_sums is None
     )
-    return out.reshape(padded, -1)[:n]
-
-  return _walk_recursion(x.astype(jnp.float32), apply_affinity, steps, restart).astype(x.dtype)
+    if row_sums is None:
+      row_sums = sums.reshape(padded, 1)
+    y = a * (products.reshape(padded, d) / (row_sums + _ROW_EPS))[:n] + restart * x32
+  return y.astype(x.dtype)
 
 
 def affinity_row_sums(x: jnp.ndarray, threshold: float, block_size: int = 512) -> jnp.ndarray:
