@@ -134,11 +134,13 @@ def _symmetric_similarity_products(
     ``([nb, block, E], [nb, block] or None)``; peak memory O(N * block).
   """
   num_blocks, block, _ = unit_blocks.shape
+  local_ids = jnp.arange(block)
 
   def similarity(offset):
     partner = jnp.roll(unit_blocks, -offset, axis=0)
-    sim = jnp.einsum("bmd,bnd->bmn", unit_blocks, partner, precision=jax.lax.Precision.HIGHEST)
-    return jnp.where(sim >= threshold, sim, 0.0)
+    # Only the diagonal blocks (offset 0) pair a node with itself.
+    partner_ids = jnp.where(offset == 0, local_ids, local_ids + block)
+    return _thresholded_similarity(unit_blocks, partner, threshold, local_ids, partner_ids)
 
   def one_way(offset, sim):
     partner_y = jnp.roll(y_blocks, -offset, axis=0)
@@ -154,8 +156,7 @@ def _symmetric_similarity_products(
       sums = sums + jnp.roll(sim.sum(-2), offset, axis=0)
     return out, sums
 
-  diagonal = similarity(0) * (1.0 - jnp.eye(block, dtype=unit_blocks.dtype))  # no self-loops
-  out, sums = one_way(0, diagonal)
+  out, sums = one_way(0, similarity(0))
   if num_blocks % 2 == 0 and num_blocks > 1:
     opposite_out, opposite_sums = one_way(num_blocks // 2, similarity(num_blocks // 2))
     out = out + opposite_out
