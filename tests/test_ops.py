@@ -121,11 +121,17 @@ def test_dense_walk_matches_release_recursion(steps, restart):
   np.testing.assert_allclose(got, numpy_walk(x, steps, 1 - restart), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("similarity_cache_mib", [0, 1], ids=["recomputed", "cached"])
 @pytest.mark.parametrize("block_size", [1, 2, 3, 7, 10, 15, 30, 512])
-def test_blocked_walk_matches_dense_for_any_block_size(block_size):
+def test_blocked_walk_matches_dense_for_any_block_size(block_size, similarity_cache_mib):
   x = _realistic_features(np.random.default_rng(4), (2, 6, 5, 16))
   dense = ops.random_walk_with_restart(jnp.asarray(x), method="dense")
-  blocked = ops.random_walk_with_restart(jnp.asarray(x), method="blocked", block_size=block_size)
+  blocked = ops.random_walk_with_restart(
+    jnp.asarray(x),
+    method="blocked",
+    block_size=block_size,
+    similarity_cache_mib=similarity_cache_mib,
+  )
   np.testing.assert_allclose(blocked, dense, rtol=1e-5, atol=1e-5)
 
 
@@ -143,10 +149,35 @@ def test_blocked_walk_never_materialises_the_full_affinity():
     return jax.jit(fn).lower(x).compile().memory_analysis().temp_size_in_bytes
 
   full_affinity = n * n * 4
+  no_cache = {"block_size": block, "similarity_cache_mib": 0}
   assert temp_bytes("dense") >= full_affinity
-  assert temp_bytes("blocked", block_size=block) < full_affinity / 4
+  assert temp_bytes("blocked", **no_cache) < full_affinity / 4
   assert temp_bytes("dense", gradient=True) >= 2 * full_affinity
-  assert temp_bytes("blocked", gradient=True, block_size=block) < full_affinity / 1.5
+  assert temp_bytes("blocked", gradient=True, **no_cache) < full_affinity / 1.5
+
+
+def test_blocked_walk_keeps_the_similarities_only_within_the_cache_budget():
+  """The cache (S's distinct block pairs, ~N^2 / 2 floats) is held iff the batch's fits the budget."""
+  n_side, block = 32, 32
+  cache_bytes = ops.similarity_cache_bytes(n_side * n_side, block)
+  # 32 blocks of 32 nodes: 32 diagonal blocks, 16 opposite pairs, 15 offsets of 32 pairs
+  assert cache_bytes == (32 + 16 + 15 * 32) * 32 * 32 * 4
+
+  def temp_bytes(batch, cache_mib):
+    x = jnp.zeros((batch, n_side, n_side, 8))
+    fn = jax.jit(
+      lambda v: ops.random_walk_with_restart(
+        v, method="blocked", block_size=block, similarity_cache_mib=cache_mib
+      )
+    )
+    return fn.lower(x).compile().memory_analysis().temp_size_in_bytes
+
+  exact_fit = cache_bytes / 2**20
+  assert temp_bytes(1, exact_fit) >= cache_bytes
+  assert temp_bytes(1, 0.99 * exact_fit) < cache_bytes / 2
+  # the budget is for the whole batch: two images need twice the cache
+  assert temp_bytes(2, 1.5 * exact_fit) < cache_bytes
+  assert temp_bytes(2, 2 * exact_fit) >= 2 * cache_bytes
 
 
 @pytest.mark.parametrize("row_normalization", ["sampled", "exact"])
@@ -214,9 +245,14 @@ def test_unknown_walk_method_is_rejected():
   "method,opts",
   [
     ("dense", {}),
-    # 16 nodes: 4 blocks (even: the opposite-block offset), 3 (odd), 6 and 1
+    # 16 nodes: 4 blocks (even: the opposite-block offset), 3 (odd), 6 and 1,
+    # similarities recomputed in every step (and in the backward pass)
+    ("blocked", {"block_size": 4, "similarity_cache_mib": 0}),
+    ("blocked", {"block_size": 6, "similarity_cache_mib": 0}),
+    ("blocked", {"block_size": 3, "similarity_cache_mib": 0}),
+    ("blocked", {"block_size": 16, "similarity_cache_mib": 0}),
+    # the default budget: S's block pairs cached across steps
     ("blocked", {"block_size": 4}),
-    ("blocked", {"block_size": 6}),
     ("blocked", {"block_size": 3}),
     ("blocked", {"block_size": 16}),
   ],

@@ -157,6 +157,8 @@ def _jax_graph(spec: dict) -> dict:
 
   x = jnp.asarray(np.load(spec["features"]))
   options = {"block_size": spec["block_size"]} if spec["method"] != "dense" else {}
+  if spec["method"] == "blocked":
+    options["similarity_cache_mib"] = spec["similarity_cache_mib"]
   if spec["method"] == "sampled":
     options.update(SAMPLED)
 
@@ -167,6 +169,8 @@ def _jax_graph(spec: dict) -> dict:
     return ops.random_walk_with_restart(nodes, method=spec["method"], **WALK, **options, **extra)
 
   key = jax.random.key(0)
+  cache_bytes = x.shape[0] * ops.similarity_cache_bytes(x.shape[1] * x.shape[2], spec["block_size"])
+  cached = cache_bytes <= options.get("similarity_cache_mib", -1) * 2**20
   base = _rss_mib()
   seconds, out, first = _timed(lambda: module(x, key).block_until_ready(), spec["repeats"])
   np.save(spec["output"], np.asarray(out, np.float32))
@@ -178,6 +182,10 @@ def _jax_graph(spec: dict) -> dict:
     "peak_rss_mib": _peak_mib() - base,
     "peak_device_mib": _jax_device_peak_mib(),
     "xla_temp_mib": analysis.temp_size_in_bytes / 2**20 if analysis else None,
+    # the similarity cache the blocked walk kept (0: none; recomputed each step)
+    "similarity_cache_mib": (cache_bytes / 2**20 if cached else 0)
+    if spec["method"] == "blocked"
+    else None,
     "device": jax.devices()[0].platform,
     **_imports(),
   }
@@ -485,7 +493,7 @@ def graph_suite(args, out_dir: str) -> list[dict]:
         continue
       output = os.path.join(out_dir, f"graph_{side}_{method}.npy")
       spec = {**common, "kind": "jax_graph", "method": method, "block_size": args.block_size,
-              "output": output}  # fmt: skip
+              "similarity_cache_mib": args.similarity_cache_mib, "output": output}  # fmt: skip
       results[method] = _run(args, spec)
       results[method]["output"] = output
     if args.torch_reference and side * side <= args.max_release_nodes:
@@ -651,7 +659,8 @@ def markdown(rows: list[dict], info: dict, checks=(), notes=()) -> str:
            + f", {info['date']}", ""]  # fmt: skip
   lines += [f"- {note}" for note in notes] + ([""] if notes else [])
   for suite, columns in (
-    ("graph", ["nodes", "method", "seconds", "peak_rss_mib", "peak_device_mib", "xla_temp_mib",
+    ("graph", ["nodes", "method", "similarity_cache_mib", "seconds", "peak_rss_mib",
+               "peak_device_mib", "xla_temp_mib",
                "speedup_vs_release", "memory_fraction_of_release", "max_abs_diff_vs_exact",
                "mean_relative_error", "edge_density", "error"]),
     ("model", ["size", "mode", "impl", "batch", "seconds", "images_per_s", "peak_rss_mib",
@@ -697,6 +706,9 @@ def parse_args(argv=None):
   p.add_argument("--methods", default="dense,blocked,sampled")
   p.add_argument("--channels", type=int, default=512, help="fused map width (nodes: 2x)")
   p.add_argument("--block_size", type=int, default=1024, help="blocked walk (the model default)")
+  p.add_argument("--similarity_cache_mib", type=float, default=1024,
+                 help="blocked walk: keep S's block pairs across steps up to this size (model "
+                 "default 1024); 0: recompute each step")  # fmt: skip
   p.add_argument("--max_dense_nodes", type=int, default=128 * 128)
   p.add_argument("--max_release_nodes", type=int, default=128 * 128)
   p.add_argument("--model_sizes", type=_ints, default=[256, 512, 1024])

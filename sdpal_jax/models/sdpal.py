@@ -26,6 +26,7 @@ from sdpal_jax.model_config import validate_model_config
 from sdpal_jax.models.layers import ConvBN, conv1x1
 from sdpal_jax.models.resnet import ResNet
 from sdpal_jax.ops.convolution import DEFAULT_CONV_IMPL
+from sdpal_jax.ops.correlation import DEFAULT_SIMILARITY_CACHE_MIB
 
 if TYPE_CHECKING:
   import ml_collections
@@ -300,7 +301,12 @@ def build_model(config: ml_collections.ConfigDict) -> SDPAL:
   validate_model_config(config)
   walk_options = {}
   if config.walk.method == "blocked":
-    walk_options = {"block_size": int(config.walk.block_size)}
+    walk_options = {
+      "block_size": int(config.walk.block_size),
+      "similarity_cache_mib": float(
+        config.walk.get("similarity_cache_mib", DEFAULT_SIMILARITY_CACHE_MIB)
+      ),
+    }
   elif config.walk.method == "sampled":
     walk_options = {
       "num_landmarks": int(config.walk.num_landmarks),

@@ -8,6 +8,7 @@ from sdpal_jax.ops.correlation import (
   l2_normalize,
   neighbour_pixel_residual,
   random_walk_with_restart,
+  similarity_cache_bytes,
 )
 from sdpal_jax.ops.resize import resize_bilinear_align_corners
 
@@ -23,5 +24,6 @@ __all__ = [
   "neighbour_pixel_residual",
   "random_walk_with_restart",
   "resize_bilinear_align_corners",
+  "similarity_cache_bytes",
   "split_heads",
 ]

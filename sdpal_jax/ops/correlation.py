@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +34,8 @@ from sdpal_jax.ops.resize import resize_bilinear_align_corners
 
 _ROW_EPS = 1e-8  # the release's row-normalisation epsilon
 _NORM_EPS = 1e-12  # torch.nn.functional.normalize's default eps
+# "blocked": keep the block pairs' similarities across steps up to this many MiB per call.
+DEFAULT_SIMILARITY_CACHE_MIB = 1024
 
 
 def neighbour_pixel_residual(x: jnp.ndarray) -> jnp.ndarray:
@@ -110,81 +113,186 @@ def _walk_dense(x: jnp.ndarray, *, steps: int, restart: float, threshold: float)
   )
 
 
+def _block_similarity(
+  queries: jnp.ndarray, partners: jnp.ndarray, threshold: float, diagonal: bool
+) -> jnp.ndarray:
+  """Thresholded similarities of block ``queries[i]`` with block ``partners[i]``: ``[nb, b, b]``.
+
+  Args:
+    queries, partners: ``[nb, block, D]`` unit-norm node features (zero rows: padding).
+    diagonal: whether ``partners[i]`` is ``queries[i]`` itself (the self-loop
+      mask applies only then; Python or traced bool).
+  """
+  block = queries.shape[1]
+  local_ids = jnp.arange(block)
+  partner_ids = jnp.where(diagonal, local_ids, local_ids + block)
+  return _thresholded_similarity(queries, partners, threshold, local_ids, partner_ids)
+
+
+def _roll_blocks(blocks: jnp.ndarray, shift) -> jnp.ndarray:
+  """``jnp.roll(blocks, shift, axis=0)`` for a traced shift, as one gather.
+
+  ``jnp.roll`` with a traced shift concatenates two copies and slices them,
+  which holds a transient twice the array's size (128 MiB per roll of a
+  16k x 1024 float32 array); the gather writes the rolled array directly.
+  """
+  num_blocks = blocks.shape[0]
+  return jnp.take(blocks, (jnp.arange(num_blocks) - shift) % num_blocks, axis=0)
+
+
+def _offset_similarity(unit_blocks: jnp.ndarray, offset, threshold: float) -> jnp.ndarray:
+  """``S[i, (i + offset) mod nb]`` for every block i (offset >= 1): ``[nb, b, b]``."""
+  return _block_similarity(unit_blocks, _roll_blocks(unit_blocks, -offset), threshold, False)
+
+
+def _block_pairing(num_blocks: int) -> tuple[int, int]:
+  """How ``_symmetric_similarity_products`` visits each unordered pair of node blocks once.
+
+  The diagonal blocks ``S[i, i]``; for even nb, the ``half = nb / 2`` pairs of
+  opposite blocks ``S[i, i + half]`` (i < half); and cyclic offsets
+  ``S[i, (i + o) mod nb]`` for all i and o = 1 .. ``num_offsets`` = ceil(nb/2) - 1.
+
+  Returns:
+    ``(half, num_offsets)``; half is 0 for odd nb (and nb = 1).
+  """
+  half = num_blocks // 2 if num_blocks % 2 == 0 else 0
+  return half, (num_blocks - 1) // 2
+
+
+class _SimilarityCache(NamedTuple):
+  """Every distinct block pair's thresholded similarities (see ``_block_pairing``)."""
+
+  diagonal: jnp.ndarray  # [nb, b, b]
+  opposite: jnp.ndarray | None  # [half, b, b]
+  offsets: jnp.ndarray | None  # [num_offsets, nb, b, b]
+
+
+def similarity_cache_bytes(num_nodes: int, block_size: int) -> int:
+  """Bytes the blocked walk's similarity cache takes for one image of ``num_nodes`` nodes.
+
+  About ``num_nodes^2 / 2`` float32 values (the distinct block pairs of the
+  symmetric S, blocks of ``block_size`` nodes, the last one zero-padded).
+  """
+  block = max(1, min(int(block_size), num_nodes))
+  num_blocks = -(-num_nodes // block)
+  half, num_offsets = _block_pairing(num_blocks)
+  return (num_blocks + half + num_offsets * num_blocks) * block * block * 4
+
+
+def _similarity_cache(unit_blocks: jnp.ndarray, threshold: float) -> _SimilarityCache:
+  """``_SimilarityCache`` of unit-norm node blocks ``[nb, b, D]``."""
+  half, num_offsets = _block_pairing(unit_blocks.shape[0])
+  return _SimilarityCache(
+    diagonal=_block_similarity(unit_blocks, unit_blocks, threshold, True),
+    opposite=(
+      _block_similarity(unit_blocks[:half], unit_blocks[half:], threshold, False) if half else None
+    ),
+    offsets=jax.lax.map(
+      lambda o: _offset_similarity(unit_blocks, o, threshold), jnp.arange(1, num_offsets + 1)
+    )
+    if num_offsets
+    else None,
+  )
+
+
 def _symmetric_similarity_products(
-  unit_blocks: jnp.ndarray, y_blocks: jnp.ndarray, threshold: float, with_row_sums: bool
+  unit_blocks: jnp.ndarray,
+  y_blocks: jnp.ndarray,
+  threshold: float,
+  with_row_sums: bool,
+  cache: _SimilarityCache | None = None,
 ) -> tuple[jnp.ndarray, jnp.ndarray | None]:
   """``S @ Y`` (and ``rowsum(S)``) visiting each unordered pair of node blocks once.
 
   S is symmetric, so the block ``S[i, j] = U_i U_j^T`` (thresholded) serves
-  both ``out_i += S[i, j] Y_j`` and ``out_j += S[i, j]^T Y_i``: about half the
-  similarity products of a row-by-row pass (3 instead of 4 matrix products
-  of N^2 D multiply-adds per walk step). Pairs are taken a cyclic offset at
-  a time, ``j = (i + o) mod nb`` for all i at once (batched products over
-  the nb blocks); offsets 1 .. ceil(nb/2) - 1 cover every pair of distinct
-  blocks once, offset 0 the diagonal blocks, and for even nb offset nb/2
-  pairs each block with its opposite from both sides (used one way only).
+  both ``out_i += S[i, j] Y_j`` and ``out_j += S[i, j]^T Y_i``: half the
+  similarity products of a row-by-row pass (1.5 instead of 2 N^2 D
+  multiply-adds per walk step: N^2 D / 2 for S, N^2 D for S @ Y). Pairs are
+  taken a cyclic offset at a time, ``j = (i + o) mod nb`` for all i at once
+  (batched products over the nb blocks; ``_block_pairing`` says which).
 
   Args:
     unit_blocks: ``[nb, block, D]`` unit-norm node features, zero rows as padding.
     y_blocks: ``[nb, block, E]``.
     threshold: similarities below it are not edges.
     with_row_sums: also return ``rowsum(S)`` ``[nb, block]`` (else None).
+    cache: ``_similarity_cache(unit_blocks, threshold)``, or None to compute
+      each block pair's similarities here (and again in the backward pass).
 
   Returns:
-    ``([nb, block, E], [nb, block] or None)``; peak memory O(N * block).
+    ``([nb, block, E], [nb, block] or None)``; without a cache, peak memory O(N * block).
   """
-  num_blocks, block, _ = unit_blocks.shape
-  local_ids = jnp.arange(block)
+  half, num_offsets = _block_pairing(unit_blocks.shape[0])
+  highest = jax.lax.Precision.HIGHEST
 
-  def similarity(offset):
-    partner = jnp.roll(unit_blocks, -offset, axis=0)
-    # Only the diagonal blocks (offset 0) pair a node with itself.
-    partner_ids = jnp.where(offset == 0, local_ids, local_ids + block)
-    return _thresholded_similarity(unit_blocks, partner, threshold, local_ids, partner_ids)
+  def forward(sim, partner_y):  # out_i += S_ij Y_j
+    return jnp.einsum("bmn,bne->bme", sim, partner_y, precision=highest)
 
-  def one_way(offset, sim):
-    partner_y = jnp.roll(y_blocks, -offset, axis=0)
-    out = jnp.einsum("bmn,bne->bme", sim, partner_y, precision=jax.lax.Precision.HIGHEST)
-    return out, sim.sum(-1) if with_row_sums else None
+  def backward(sim, y):  # out_j += S_ij^T Y_i
+    return jnp.einsum("bmn,bme->bne", sim, y, precision=highest)
 
-  def both_ways(offset):
-    sim = similarity(offset)
-    out, sums = one_way(offset, sim)
-    back = jnp.einsum("bmn,bme->bne", sim, y_blocks, precision=jax.lax.Precision.HIGHEST)
-    out = out + jnp.roll(back, offset, axis=0)
+  diagonal = (
+    cache.diagonal
+    if cache is not None
+    else _block_similarity(unit_blocks, unit_blocks, threshold, True)
+  )
+  out = forward(diagonal, y_blocks)
+  sums = diagonal.sum(-1) if with_row_sums else jnp.zeros(())
+  if half:
+    opposite = (
+      cache.opposite
+      if cache is not None
+      else _block_similarity(unit_blocks[:half], unit_blocks[half:], threshold, False)
+    )
+    out = out + jnp.concatenate(
+      [forward(opposite, y_blocks[half:]), backward(opposite, y_blocks[:half])]
+    )
     if with_row_sums:
-      sums = sums + jnp.roll(sim.sum(-2), offset, axis=0)
-    return out, sums
+      sums = sums + jnp.concatenate([opposite.sum(-1), opposite.sum(-2)])
+  if num_offsets:
 
-  out, sums = one_way(0, similarity(0))
-  if num_blocks % 2 == 0 and num_blocks > 1:
-    opposite_out, opposite_sums = one_way(num_blocks // 2, similarity(num_blocks // 2))
-    out = out + opposite_out
-    sums = sums + opposite_sums if with_row_sums else None
-  num_pair_offsets = (num_blocks - 1) // 2
-  if num_pair_offsets:
-
-    @jax.checkpoint  # backward recomputes each offset's similarities: O(N * block) memory
-    def add_offset(carry, offset):
+    def add_offset(carry, offset_and_sim):
       out, sums = carry
-      more, more_sums = both_ways(offset)
-      return (out + more, sums + more_sums if with_row_sums else sums), None
+      offset, sim = offset_and_sim
+      if sim is None:
+        sim = _offset_similarity(unit_blocks, offset, threshold)
+      out = out + forward(sim, _roll_blocks(y_blocks, -offset))
+      out = out + _roll_blocks(backward(sim, y_blocks), offset)
+      if with_row_sums:
+        sums = sums + sim.sum(-1) + _roll_blocks(sim.sum(-2), offset)
+      return (out, sums), None
 
-    init = (out, sums if with_row_sums else jnp.zeros(()))
-    (out, sums), _ = jax.lax.scan(add_offset, init, jnp.arange(1, num_pair_offsets + 1))
+    if cache is None:
+      # backward recomputes each offset's similarities: O(N * block) memory
+      add_offset = jax.checkpoint(add_offset)
+    offsets = jnp.arange(1, num_offsets + 1)
+    xs = (offsets, None if cache is None else cache.offsets)
+    (out, sums), _ = jax.lax.scan(add_offset, (out, sums), xs)
   return out, sums if with_row_sums else None
 
 
 def _walk_blocked(
-  x: jnp.ndarray, *, steps: int, restart: float, threshold: float, block_size: int = 1024
+  x: jnp.ndarray,
+  *,
+  steps: int,
+  restart: float,
+  threshold: float,
+  block_size: int = 1024,
+  cache_similarities: bool = False,
 ) -> jnp.ndarray:
-  """Exact, holding O(N x block_size) similarities at a time, never all of S. x: ``[N, D]``.
+  """Exact; without the cache O(N x block_size) similarities at a time, never all of S. x: ``[N, D]``.
 
   Each ``A @ Y`` is ``(S @ Y) / (rowsum(S) + 1e-8)`` with ``S @ Y`` computed
   block pair by block pair (``_symmetric_similarity_products``; the row sums
   come with the first step's products), so peak memory is
   O(block_size * N + N * D), gradients included: each block pair's
   similarities are recomputed in the backward pass.
+
+  With ``cache_similarities`` the distinct block pairs' similarities (about
+  N^2 / 2 floats: ``similarity_cache_bytes``) are computed once and kept for
+  all steps instead: (0.5 + K) N^2 D multiply-adds instead of 1.5 K N^2 D
+  (3.5 instead of 4.5 for K = 3), at the price of holding them (and, under
+  ``jax.grad``, their cotangents).
   """
   n, d = x.shape
   block = max(1, min(int(block_size), n))
@@ -194,12 +302,13 @@ def _walk_blocked(
   # Padding nodes have zero features: similarity 0 with everything, so they
   # never carry weight (for threshold > 0 they are dropped; otherwise weight 0).
   unit_blocks = jnp.pad(l2_normalize(x32), ((0, padded - n), (0, 0))).reshape(num_blocks, block, d)
+  cache = _similarity_cache(unit_blocks, threshold) if cache_similarities and steps > 1 else None
   a = 1.0 - restart
   y, row_sums = x32, None
   for _ in range(steps):
     y_blocks = jnp.pad(y, ((0, padded - n), (0, 0))).reshape(num_blocks, block, d)
     products, sums = _symmetric_similarity_products(
-      unit_blocks, y_blocks, threshold, with_row_sums=row_sums is None
+      unit_blocks, y_blocks, threshold, with_row_sums=row_sums is None, cache=cache
     )
     if row_sums is None:
       row_sums = sums.reshape(padded, 1)
@@ -342,9 +451,18 @@ def random_walk_with_restart(
       (release: ``walk_restart_prob=0.7`` is a, so restart=0.3).
     threshold: cosine similarities below it are not edges (release: 0.4).
     method: "dense" (exact, builds A: O(N^2) memory), "blocked" (exact,
-      O(block_size * N) memory; option ``block_size``) or "sampled"
-      (Monte-Carlo over landmark nodes; options ``key`` (required),
-      ``num_landmarks``, ``row_normalization``, ``block_size``).
+      O(block_size * N) memory; options ``block_size`` and
+      ``similarity_cache_mib``) or "sampled" (Monte-Carlo over landmark
+      nodes; options ``key`` (required), ``num_landmarks``,
+      ``row_normalization``, ``block_size``).
+    **method_options: as listed for ``method``. ``similarity_cache_mib``
+      (blocked; default 1024): when the whole batch's distinct block-pair
+      similarities (B x ``similarity_cache_bytes(H*W, block_size)``, about
+      B N^2 / 2 floats) fit in this many MiB, they are computed once and
+      reused by every step (7 instead of 9 N^2 D multiply-adds for 3 steps:
+      ~1.2x faster measured at 128x128 nodes on a 2-core Intel Xeon), else
+      recomputed each step; 0 always recomputes (O(N x block_size) memory,
+      gradients included).
 
   Returns:
     ``[B, H, W, D]``: G, the walk-weighted aggregate of the node features.
@@ -362,6 +480,10 @@ def random_walk_with_restart(
     )
     out = jax.vmap(lambda xi, ki: fn(xi, key=ki))(nodes, keys)
   else:
+    if method == "blocked":
+      cache_mib = method_options.pop("similarity_cache_mib", DEFAULT_SIMILARITY_CACHE_MIB)
+      cache_bytes = b * similarity_cache_bytes(h * w, method_options.get("block_size", 1024))
+      method_options["cache_similarities"] = cache_bytes <= cache_mib * 2**20
     fn = functools.partial(
       _METHODS[method], steps=steps, restart=restart, threshold=threshold, **method_options
     )
