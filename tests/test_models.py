@@ -157,3 +157,26 @@ def test_input_smaller_than_the_decoder_needs_is_a_named_error():
   model = build_model(tiny_model_config())
   with pytest.raises(SdpalError, match="32x32 pixels is too small for output stride 8"):
     init_model(model, jax.random.key(0), (1, 32, 32, 3))
+
+
+def test_moap_caches_the_walk_similarities_for_inference_only():
+  """Training recomputes them: under jax.grad the cache's cotangents would cost ~6x its size."""
+  from sdpal_jax import ops  # noqa: PLC0415
+  from sdpal_jax.models.sdpal import MOAP  # noqa: PLC0415
+
+  side, block = 32, 32
+  cache_bytes = ops.similarity_cache_bytes(side * side, block)
+  moap = MOAP(
+    feature_channels=8,
+    walk_method="blocked",
+    walk_options=(("block_size", block), ("similarity_cache_mib", 1024)),
+  )
+  features = jnp.zeros((1, side, side, 8))
+  variables = moap.init(jax.random.key(0), features, train=False)
+
+  def temp_bytes(train):
+    fn = jax.jit(lambda v, f: moap.apply(v, f, train=train, mutable=["batch_stats"]))
+    return fn.lower(variables, features).compile().memory_analysis().temp_size_in_bytes
+
+  assert temp_bytes(train=False) >= cache_bytes
+  assert temp_bytes(train=True) < cache_bytes / 2

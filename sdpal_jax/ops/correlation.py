@@ -462,7 +462,9 @@ def random_walk_with_restart(
       reused by every step (7 instead of 9 N^2 D multiply-adds for 3 steps:
       ~1.2x faster measured at 128x128 nodes on a 2-core Intel Xeon), else
       recomputed each step; 0 always recomputes (O(N x block_size) memory,
-      gradients included).
+      gradients included). Under ``jax.grad`` the cache's cotangents are
+      held too (XLA temp 5.3 instead of 1.95 GB at 128x128 nodes, D = 1024):
+      the model passes 0 when training.
 
   Returns:
     ``[B, H, W, D]``: G, the walk-weighted aggregate of the node features.
