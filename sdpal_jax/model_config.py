@@ -47,8 +47,8 @@ def default_model_fields() -> dict[str, Any]:
       "threshold": 0.4,
       "block_size": 1024,  # "blocked": nodes per block; holds O(N x block_size) similarities.
       # "blocked", inference only: keep the distinct block pairs' similarities (~B N^2 / 2
-      # floats for the batch) across the walk steps when they fit in this many MiB: 7
-      # instead of 9 N^2 D multiply-adds for 3 steps. 0: recompute them every step (as
+      # floats for the batch) across the walk steps when they fit in this many MiB: 3.5
+      # instead of 4.5 N^2 D multiply-adds for 3 steps. 0: recompute them every step (as
       # training always does). Configs without the field get this default.
       "similarity_cache_mib": 1024,
       "num_landmarks": 1024,  # "sampled" only: nodes sampled per walk step.
