@@ -169,8 +169,12 @@ def _jax_graph(spec: dict) -> dict:
     return ops.random_walk_with_restart(nodes, method=spec["method"], **WALK, **options, **extra)
 
   key = jax.random.key(0)
-  cache_bytes = x.shape[0] * ops.similarity_cache_bytes(x.shape[1] * x.shape[2], spec["block_size"])
-  cached = cache_bytes <= options.get("similarity_cache_mib", -1) * 2**20
+  kept_cache_mib = None  # the similarity cache the blocked walk kept (0: recomputed each step)
+  if spec["method"] == "blocked":
+    b, h, w, _ = x.shape
+    kept_cache_mib = 0
+    if ops.caches_similarities(b, h * w, spec["block_size"], spec["similarity_cache_mib"]):
+      kept_cache_mib = b * ops.similarity_cache_bytes(h * w, spec["block_size"]) / 2**20
   base = _rss_mib()
   seconds, out, first = _timed(lambda: module(x, key).block_until_ready(), spec["repeats"])
   np.save(spec["output"], np.asarray(out, np.float32))
@@ -182,10 +186,7 @@ def _jax_graph(spec: dict) -> dict:
     "peak_rss_mib": _peak_mib() - base,
     "peak_device_mib": _jax_device_peak_mib(),
     "xla_temp_mib": analysis.temp_size_in_bytes / 2**20 if analysis else None,
-    # the similarity cache the blocked walk kept (0: none; recomputed each step)
-    "similarity_cache_mib": (cache_bytes / 2**20 if cached else 0)
-    if spec["method"] == "blocked"
-    else None,
+    "similarity_cache_mib": kept_cache_mib,
     "device": jax.devices()[0].platform,
     **_imports(),
   }

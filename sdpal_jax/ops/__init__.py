@@ -4,6 +4,7 @@ from sdpal_jax.ops.attention import differential_attention, merge_heads, split_h
 from sdpal_jax.ops.convolution import CONV_IMPLS, conv2d, conv_general_dilated
 from sdpal_jax.ops.correlation import (
   affinity_row_sums,
+  caches_similarities,
   cosine_affinity,
   l2_normalize,
   neighbour_pixel_residual,
@@ -17,6 +18,7 @@ __all__ = [
   "conv2d",
   "conv_general_dilated",
   "affinity_row_sums",
+  "caches_similarities",
   "cosine_affinity",
   "differential_attention",
   "l2_normalize",

@@ -34,7 +34,9 @@ from sdpal_jax.ops.resize import resize_bilinear_align_corners
 
 _ROW_EPS = 1e-8  # the release's row-normalisation epsilon
 _NORM_EPS = 1e-12  # torch.nn.functional.normalize's default eps
-# "blocked": keep the block pairs' similarities across steps up to this many MiB per call.
+# "blocked": nodes per block, and the MiB per call up to which S's block pairs are kept
+# across the walk steps.
+DEFAULT_BLOCK_SIZE = 1024
 DEFAULT_SIMILARITY_CACHE_MIB = 1024
 
 
@@ -179,6 +181,14 @@ def similarity_cache_bytes(num_nodes: int, block_size: int) -> int:
   return (num_blocks + half + num_offsets * num_blocks) * block * block * 4
 
 
+def caches_similarities(
+  num_images: int, num_nodes: int, block_size: int, similarity_cache_mib: float
+) -> bool:
+  """Whether the blocked walk keeps the similarity cache for a batch: its bytes within the budget."""
+  cache_bytes = num_images * similarity_cache_bytes(num_nodes, block_size)
+  return cache_bytes <= similarity_cache_mib * 2**20
+
+
 def _similarity_cache(unit_blocks: jnp.ndarray, threshold: float) -> _SimilarityCache:
   """``_SimilarityCache`` of unit-norm node blocks ``[nb, b, D]``."""
   half, num_offsets = _block_pairing(unit_blocks.shape[0])
@@ -277,7 +287,7 @@ def _walk_blocked(
   steps: int,
   restart: float,
   threshold: float,
-  block_size: int = 1024,
+  block_size: int = DEFAULT_BLOCK_SIZE,
   cache_similarities: bool = False,
 ) -> jnp.ndarray:
   """Exact; without the cache O(N x block_size) similarities at a time, never all of S. x: ``[N, D]``.
@@ -483,9 +493,12 @@ def random_walk_with_restart(
     out = jax.vmap(lambda xi, ki: fn(xi, key=ki))(nodes, keys)
   else:
     if method == "blocked":
-      cache_mib = method_options.pop("similarity_cache_mib", DEFAULT_SIMILARITY_CACHE_MIB)
-      cache_bytes = b * similarity_cache_bytes(h * w, method_options.get("block_size", 1024))
-      method_options["cache_similarities"] = cache_bytes <= cache_mib * 2**20
+      method_options["cache_similarities"] = caches_similarities(
+        b,
+        h * w,
+        method_options.get("block_size", DEFAULT_BLOCK_SIZE),
+        method_options.pop("similarity_cache_mib", DEFAULT_SIMILARITY_CACHE_MIB),
+      )
     fn = functools.partial(
       _METHODS[method], steps=steps, restart=restart, threshold=threshold, **method_options
     )
