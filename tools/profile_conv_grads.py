@@ -22,9 +22,11 @@ step: Adam 1e-4, the release's loss, blocked walk), one model per
   python tools/profile_conv_grads.py --train_step --impls xla,matmul_grads --rounds 3 \
       [--torch_reference /path/to/SDPAL] [--trace TRACE_DIR]
 
-``--trace`` then traces one more step per implementation (``jax.profiler``)
-and prints where XLA:CPU's worker threads spent it: thread-seconds per op
-class (convolutions by kernel, matrix products, everything else) and idle.
+``--trace`` then traces one more, warm step per implementation
+(``jax.profiler``) and prints where XLA:CPU's worker threads spent it:
+thread-seconds per op class (convolutions by kernel, matrix products,
+everything else) and idle, and the step's wall clock by how many threads were
+inside an op (and of which class when only one was).
 
 Implementations: ``xla`` (``lax.conv_general_dilated``, jax's autodiff rules),
 ``matmul_grads`` (``sdpal_jax.ops.conv2d``, the default of ``model.conv_impl``:
@@ -404,15 +406,22 @@ def hlo_op_classes(hlo_text: str) -> dict[str, str]:
 
 
 def trace_train_step(run, trace_dir: str) -> dict[str, float]:
-  """Traces one call of ``run``; thread-seconds of XLA:CPU's executed ops per op class.
+  """Traces one warm call of ``run``; where XLA:CPU's worker threads spent it.
 
-  Reads the trace with ``jax.profiler.ProfileData``: every op the thunk
-  executor ran is an event on one of XLA's worker threads (concurrent ops on
-  different threads both count); "not in an op event" = threads x wall - busy
-  (idle, or helping another thread's op), and "process CPU" is the process's
-  CPU time over the step (all threads: with 2 cores, 2 x wall means no idle).
+  ``run`` is called twice first (compilation and the first touch of every
+  buffer would otherwise land in the trace). Reads the trace with
+  ``jax.profiler.ProfileData``: every op the thunk executor ran is an event on
+  one of XLA's worker threads. Returns thread-seconds per op class (concurrent
+  ops on different threads both count); "not in an op event" = threads x wall
+  - busy (idle, or helping another thread's op); "process CPU" is the
+  process's CPU time over the step (all threads: with 2 cores, 2 x wall means
+  no idle); and, as "wall: ...", the step's wall-clock seconds by how many
+  worker threads were inside an op event (for one thread: of which class), so
+  work that runs on one thread while the others wait shows up.
   """
   classes = hlo_op_classes(run.optimized_hlo())
+  run()
+  run()
   with jax.profiler.trace(trace_dir):
     cpu_start, start = time.process_time(), time.perf_counter()
     run()
@@ -420,23 +429,58 @@ def trace_train_step(run, trace_dir: str) -> dict[str, float]:
   paths = [
     os.path.join(d, f) for d, _, fs in os.walk(trace_dir) for f in fs if f.endswith(".xplane.pb")
   ]
-  seconds, threads = collections.Counter(), set()
+  seconds, intervals = collections.Counter(), {}
   for plane in jax.profiler.ProfileData.from_file(max(paths, key=os.path.getmtime)).planes:
     for line in plane.lines:
       if "XLAEigen" not in line.name:
         continue
-      threads.add(line.name)
+      spans = intervals.setdefault(line.name, [])
       for event in line.events:
         if event.name in classes:
           seconds[classes[event.name]] += event.duration_ns / 1e9
+          spans.append((event.start_ns, event.start_ns + event.duration_ns, classes[event.name]))
   busy = sum(seconds.values())
   return {
     "wall": wall,
-    "threads": len(threads),
+    "threads": len(intervals),
     **seconds,
-    "not in an op event": len(threads) * wall - busy,
+    "not in an op event": len(intervals) * wall - busy,
     "process CPU": cpu,
+    **{f"wall: {k}": v for k, v in _busy_thread_timeline(list(intervals.values())).items()},
   }
+
+
+def _busy_thread_timeline(threads: list[list[tuple[int, int, str]]]) -> dict[str, float]:
+  """Seconds of the traced span by the number of threads inside an op event.
+
+  ``threads``: per worker thread, its op events as ``(start_ns, end_ns, class)``;
+  a thread inside nested events counts once, as the class of the innermost.
+  Keys: "no thread in an op", "1 thread in an op (CLASS)", "N threads in ops".
+  """
+  points = sorted(
+    (time_ns, step, index, cls)
+    for index, events in enumerate(threads)
+    for start, end, cls in events
+    for time_ns, step in ((start, 1), (end, -1))
+  )
+  open_events = [[] for _ in threads]  # per thread, the classes of its open events, innermost last
+  timeline, last = collections.Counter(), points[0][0] if points else 0
+  for time_ns, step, index, cls in points:
+    inside = [stack[-1] for stack in open_events if stack]
+    if len(inside) == 0:
+      key = "no thread in an op"
+    elif len(inside) == 1:
+      key = f"1 thread in an op ({inside[0]})"
+    else:
+      key = f"{len(inside)} threads in ops"
+    timeline[key] += (time_ns - last) / 1e9
+    last = time_ns
+    stack = open_events[index]
+    if step > 0:
+      stack.append(cls)
+    else:
+      del stack[len(stack) - 1 - stack[::-1].index(cls)]
+  return dict(timeline)
 
 
 def summarise(results: list[dict], impls: list[str]) -> str:
@@ -491,7 +535,8 @@ def main(argv=None) -> None:
     "--trace",
     default=None,
     help="--train_step: then trace one step per impl into this folder and print "
-    "thread-seconds per op class (convolutions, matrix products, other, idle)",
+    "thread-seconds per op class (convolutions, matrix products, other, idle) and the wall "
+    "clock by busy threads",
   )
   p.add_argument("--threads", type=int, default=2, help="torch threads (jax: all cores)")
   args = p.parse_args(argv)
@@ -508,13 +553,17 @@ def main(argv=None) -> None:
       for impl in impls:
         traces[impl] = trace_train_step(jax_train_step(args.size, args.batch, impl),
                                         os.path.join(args.trace, impl))  # fmt: skip
-        parts = sorted((k for k in traces[impl] if k not in ("wall", "threads", "process CPU")),
-                       key=lambda k: -traces[impl][k])  # fmt: skip
+        parts = sorted((k for k in traces[impl] if k not in ("wall", "threads", "process CPU")
+                        and not k.startswith("wall: ")), key=lambda k: -traces[impl][k])  # fmt: skip
         print(f"\n{impl}: traced step {traces[impl]['wall']:.2f} s on "
               f"{traces[impl]['threads']} XLA threads, process CPU "
               f"{traces[impl]['process CPU']:.2f} s; thread-seconds per op class:")  # fmt: skip
         for k in parts:
           print(f"  {traces[impl][k]:7.2f}  {k}")
+        print("wall-clock seconds by worker threads inside an op event:")
+        for k in sorted((k for k in traces[impl] if k.startswith("wall: ")),
+                        key=lambda k: -traces[impl][k]):  # fmt: skip
+          print(f"  {traces[impl][k]:7.2f}  {k[len('wall: ') :]}")
     if args.out:
       with open(args.out, "w") as f:
         json.dump({"size": args.size, "batch": args.batch, "train_step_s": medians,
