@@ -405,19 +405,20 @@ def hlo_op_classes(hlo_text: str) -> dict[str, str]:
   return classes
 
 
-def trace_train_step(run, trace_dir: str) -> dict[str, float]:
+def trace_train_step(run, trace_dir: str) -> dict:
   """Traces one warm call of ``run``; where XLA:CPU's worker threads spent it.
 
   ``run`` is called twice first (compilation and the first touch of every
   buffer would otherwise land in the trace). Reads the trace with
   ``jax.profiler.ProfileData``: every op the thunk executor ran is an event on
-  one of XLA's worker threads. Returns thread-seconds per op class (concurrent
-  ops on different threads both count); "not in an op event" = threads x wall
-  - busy (idle, or helping another thread's op); "process CPU" is the
-  process's CPU time over the step (all threads: with 2 cores, 2 x wall means
-  no idle); and, as "wall: ...", the step's wall-clock seconds by how many
-  worker threads were inside an op event (for one thread: of which class), so
-  work that runs on one thread while the others wait shows up.
+  one of XLA's worker threads. Returns ``wall`` (s), ``threads``, ``process
+  CPU`` (the process's CPU seconds over the step, all threads: with 2 cores,
+  2 x wall means no idle), ``thread_seconds`` per op class (concurrent ops on
+  different threads both count; "not in an op event" = threads x wall - busy:
+  idle, or helping another thread's op) and ``wall_by_busy_threads`` (the
+  step's wall-clock seconds by how many worker threads were inside an op
+  event, and of which class when only one was: work that runs on one thread
+  while the others wait shows up there).
   """
   classes = hlo_op_classes(run.optimized_hlo())
   run()
@@ -443,10 +444,9 @@ def trace_train_step(run, trace_dir: str) -> dict[str, float]:
   return {
     "wall": wall,
     "threads": len(intervals),
-    **seconds,
-    "not in an op event": len(intervals) * wall - busy,
     "process CPU": cpu,
-    **{f"wall: {k}": v for k, v in _busy_thread_timeline(list(intervals.values())).items()},
+    "thread_seconds": {**seconds, "not in an op event": len(intervals) * wall - busy},
+    "wall_by_busy_threads": _busy_thread_timeline(list(intervals.values())),
   }
 
 
@@ -553,21 +553,19 @@ def main(argv=None) -> None:
       for impl in impls:
         traces[impl] = trace_train_step(jax_train_step(args.size, args.batch, impl),
                                         os.path.join(args.trace, impl))  # fmt: skip
-        parts = sorted((k for k in traces[impl] if k not in ("wall", "threads", "process CPU")
-                        and not k.startswith("wall: ")), key=lambda k: -traces[impl][k])  # fmt: skip
-        print(f"\n{impl}: traced step {traces[impl]['wall']:.2f} s on "
-              f"{traces[impl]['threads']} XLA threads, process CPU "
-              f"{traces[impl]['process CPU']:.2f} s; thread-seconds per op class:")  # fmt: skip
-        for k in parts:
-          print(f"  {traces[impl][k]:7.2f}  {k}")
-        print("wall-clock seconds by worker threads inside an op event:")
-        for k in sorted((k for k in traces[impl] if k.startswith("wall: ")),
-                        key=lambda k: -traces[impl][k]):  # fmt: skip
-          print(f"  {traces[impl][k]:7.2f}  {k[len('wall: ') :]}")
+        trace = traces[impl]
+        print(f"\n{impl}: traced step {trace['wall']:.2f} s on {trace['threads']} XLA threads, "
+              f"process CPU {trace['process CPU']:.2f} s")  # fmt: skip
+        for title, table in (("thread-seconds per op class", trace["thread_seconds"]),
+                             ("wall-clock seconds by worker threads inside an op event",
+                              trace["wall_by_busy_threads"])):  # fmt: skip
+          print(f"{title}:")
+          for k, v in sorted(table.items(), key=lambda kv: -kv[1]):
+            print(f"  {v:7.2f}  {k}")
     if args.out:
       with open(args.out, "w") as f:
         json.dump({"size": args.size, "batch": args.batch, "train_step_s": medians,
-                   "trace_thread_seconds": traces}, f, indent=1)  # fmt: skip
+                   "traces": traces}, f, indent=1)  # fmt: skip
     return
   unknown = set(impls) - set(IMPLS)
   if unknown:
