@@ -13,7 +13,9 @@ on ``synthetic_forgery`` 2.0.0 (2400 before it). tools/quickstart.sh, measured
 on 2026-11-26 on an idle 2-core Intel Xeon ("Intel(R) Xeon(R) Processor"):
 13.4 minutes end to end from an empty data dir (data build 48 s; training
 1.69 steps/s averaged, validation and compilation included); on the same box
-shared with another job: 20.5 minutes (1.09 steps/s). Test pixel F1 0.28 / AUC
+shared with another job: 20.5 minutes (1.09 steps/s); on 2026-11-27, unshared
+but with the box in a slower state: 20.7 minutes including the install (1.11
+steps/s). Test pixel F1 0.28 / AUC
 0.81 on its own generated test split; on real forgeries pixel AUC / F1
 0.66 / 0.21 on CASIA v1 and 0.75 / 0.30 on COVERAGE (dataset protocol, native
 resolution; docs/results/real_data).
