@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from sdpal_jax.errors import ConfigError
+from sdpal_jax.ops.correlation import DEFAULT_BLOCK_SIZE, DEFAULT_SIMILARITY_CACHE_MIB
 
 if TYPE_CHECKING:
   import ml_collections
@@ -45,12 +46,12 @@ def default_model_fields() -> dict[str, Any]:
       "steps": 3,
       "restart": 0.3,  # 1 - a; the release's walk_restart_prob=0.7 is a.
       "threshold": 0.4,
-      "block_size": 1024,  # "blocked": nodes per block; holds O(N x block_size) similarities.
+      "block_size": DEFAULT_BLOCK_SIZE,  # "blocked": nodes per block; holds O(N x block_size) similarities.
       # "blocked", inference only: keep the distinct block pairs' similarities (~B N^2 / 2
       # floats for the batch) across the walk steps when they fit in this many MiB: 3.5
       # instead of 4.5 N^2 D multiply-adds for 3 steps. 0: recompute them every step (as
       # training always does). Configs without the field get this default.
-      "similarity_cache_mib": 1024,
+      "similarity_cache_mib": DEFAULT_SIMILARITY_CACHE_MIB,
       "num_landmarks": 1024,  # "sampled" only: nodes sampled per walk step.
       # "sampled" only: sampled | exact (unbiased, one O(N^2) pass).
       "row_normalization": "sampled",
