@@ -379,6 +379,11 @@ class SyntheticForgery(tfds.core.GeneratorBasedBuilder):
       name="mixed_small", image_size=128, num_train=2400, num_validation=60, num_test=150,
       description="A quicker mixed set at 128x128.",
     ),
+    SyntheticForgeryConfig(
+      name="mixed_large", image_size=128, num_train=16000, num_validation=60, num_test=150,
+      description="mixed_small with 16000 training images (its validation and test images are "
+      "mixed_small's): the packaged default model's data.",
+    ),
     *[
       SyntheticForgeryConfig(
         name=f"{kind}_small", manipulations=(kind,), image_size=128, num_train=600,
