@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 import warnings
 from collections.abc import Iterable
@@ -31,6 +30,7 @@ import tqdm
 from sdpal_jax import metrics as metrics_lib
 from sdpal_jax import perturbations as perturbations_lib
 from sdpal_jax import preprocessing
+from sdpal_jax.datasets.sources import dataset_spec, open_source
 from sdpal_jax.errors import ConfigError, SdpalError
 
 PROTOCOL_CHOICES = ("dataset", "image", "best", "all")
@@ -56,24 +56,6 @@ class _Example:
   image: np.ndarray
   mask: np.ndarray
   tampered: bool
-
-
-def dataset_spec(dataset: str, split: str) -> str:
-  """``config.data.dataset`` + a split -> a SPEC: tfds names get ``:split``, files and folders not."""
-  if dataset.endswith((".lst", ".json")) or ":" in dataset or os.path.isdir(dataset):
-    return dataset
-  return f"{dataset}:{split}"
-
-
-def open_source(spec: str, data_dir: str | None = None) -> Iterable[dict[str, Any]]:
-  """The items of a dataset SPEC (``sdpal_jax.datasets.sources.open_source``)."""
-  try:
-    from sdpal_jax.datasets.sources import open_source as open_dataset  # noqa: PLC0415
-  except ImportError as e:
-    raise SdpalError(
-      f"cannot open dataset {spec!r}: sdpal_jax.datasets.sources is unavailable ({e})."
-    ) from e
-  return open_dataset(spec, data_dir=data_dir)
 
 
 def check_item(item: dict[str, Any]) -> str | None:
@@ -297,7 +279,9 @@ class Evaluator:
     """(items, skipped-by-the-source or None when the source reports them itself)."""
     if self._cached is not None:
       return self._cached
-    source = self._source if self._source is not None else open_source(self._spec, self.data_dir)
+    source = (
+      self._source if self._source is not None else open_source(self._spec, data_dir=self.data_dir)
+    )
     if not self.cache:
       return source, None
     items = []

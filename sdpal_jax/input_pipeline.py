@@ -35,9 +35,8 @@ import numpy as np
 import tensorflow as tf
 
 from sdpal_jax import augment, preprocessing
-from sdpal_jax.datasets.sources import PairSource, TfdsSource, open_source
+from sdpal_jax.datasets.sources import PairSource, TfdsSource, dataset_spec, open_source
 from sdpal_jax.errors import ConfigError, ImageReadError, SdpalError
-from sdpal_jax.evaluator import dataset_spec
 from sdpal_jax.image_io import load_image, load_mask
 
 RESIZE_POLICIES = ("resize", "random_crop")

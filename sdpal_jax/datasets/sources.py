@@ -394,6 +394,13 @@ def not_built_message(builder, name: str, data_dir: str | None = None) -> str:
   return text
 
 
+def dataset_spec(dataset: str, split: str) -> str:
+  """``config.data.dataset`` + a split -> a SPEC: tfds names get ``:split``, files and folders not."""
+  if dataset.endswith((".lst", ".json")) or ":" in dataset or os.path.isdir(dataset):
+    return dataset
+  return f"{dataset}:{split}"
+
+
 def open_source(spec: str, *, data_dir: str | None = None):
   """A SPEC (see the module doc) -> an iterable source with ``.name``, ``.skipped``, ``.notes``."""
   notes: list[str] = []
