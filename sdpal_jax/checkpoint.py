@@ -42,6 +42,29 @@ BEST_DIR = "best"
 MODEL_ITEM = "model"
 TRAIN_ITEM = "train_state"
 BACKBONE_ITEM = "backbone"
+# ``--checkpoint default`` / ``--workdir default`` (and no ``--checkpoint`` at all
+# for predict): the model packaged with the library (``sdpal_jax.packaged_model``).
+# A directory of that name in the working directory takes precedence.
+DEFAULT_MODEL = "default"
+DEFAULT_MODEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_model")
+
+
+def resolve_directory(directory: str) -> str:
+  """``directory``, or the packaged model's directory for ``"default"`` (see ``DEFAULT_MODEL``)."""
+  directory = os.fspath(directory)
+  if directory != DEFAULT_MODEL or os.path.isdir(directory):
+    return directory
+  if not os.path.isfile(os.path.join(DEFAULT_MODEL_DIR, CONFIG_FILE)):
+    raise CheckpointError(
+      f"this installation has no packaged model ({DEFAULT_MODEL_DIR} is missing or incomplete); "
+      "reinstall sdpal_jax or pass --checkpoint DIR."
+    )
+  return DEFAULT_MODEL_DIR
+
+
+def _widen_half_precision(tree):
+  """float16 arrays (the packaged model's storage) as float32; everything else unchanged."""
+  return jax.tree.map(lambda a: a.astype("float32") if a.dtype == "float16" else a, tree)
 
 
 @dataclasses.dataclass
@@ -320,7 +343,7 @@ def load_inference_checkpoint(directory: str, step: int | None = None) -> Infere
 
   ``step``: that saved step instead of best-else-latest.
   """
-  directory = os.fspath(directory)
+  directory = resolve_directory(directory)
   if not os.path.isdir(directory):
     raise CheckpointError(f"{directory}: no such checkpoint directory.")
   config = read_config(directory)
@@ -346,7 +369,7 @@ def load_inference_checkpoint(directory: str, step: int | None = None) -> Infere
   model_config_lib.validate_model_config(config.model)
   model_config_lib.validate_preprocess_config(config.preprocess)
   return InferenceCheckpoint(
-    variables=dict(restored[MODEL_ITEM]),
+    variables=_widen_half_precision(dict(restored[MODEL_ITEM])),
     model_config=config.model,
     preprocess_config=config.preprocess,
     step=int(step),

@@ -96,6 +96,7 @@ def _open_predictor(workdir: str, step: int | None = None, **options) -> Predict
 def _saved_steps(workdir: str) -> list[int]:
   from sdpal_jax import checkpoint  # noqa: PLC0415 (orbax)
 
+  workdir = checkpoint.resolve_directory(workdir)
   if not os.path.isdir(workdir):
     raise SdpalError(f"{workdir}: no such checkpoint directory.")
   return checkpoint.saved_steps(workdir)

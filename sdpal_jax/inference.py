@@ -85,7 +85,7 @@ class Predictor:
   @classmethod
   def from_checkpoint(
     cls,
-    path: str,
+    path: str = checkpoint_lib.DEFAULT_MODEL,
     *,
     step: int | None = None,
     full_resolution: bool = False,
@@ -94,6 +94,9 @@ class Predictor:
     **model_overrides,
   ) -> Predictor:
     """Loads ``path`` (a training workdir or a converted checkpoint directory).
+
+    With no ``path`` (or ``"default"``): the model packaged with the library
+    (``sdpal_jax.packaged_model``).
 
     ``step``: that saved step instead of the best (else latest) one.
     ``model_overrides`` replace model config fields (e.g. ``walk_method="blocked"``

@@ -110,7 +110,12 @@ def predict_files(
 
 
 def _define_flags() -> None:
-  flags.DEFINE_string("checkpoint", None, "Checkpoint directory (training workdir or converted).")
+  flags.DEFINE_string(
+    "checkpoint",
+    "default",
+    "Checkpoint directory (training workdir or converted); 'default': the model packaged with "
+    "the library (trained on generated forgeries only; see its provenance.json).",
+  )
   flags.DEFINE_string("output_dir", None, "Where to write the maps and summary.json.")
   flags.DEFINE_float("threshold", 0.5, "Probability above which a pixel counts as tampered.")
   flags.DEFINE_bool(
@@ -132,7 +137,7 @@ def _define_flags() -> None:
     ["dense", "blocked", "sampled"],
     "Override the random-walk method (default: the checkpoint's; 'sampled' with --full_resolution).",
   )
-  flags.mark_flags_as_required(["checkpoint", "output_dir"])
+  flags.mark_flags_as_required(["output_dir"])
 
 
 def main(argv: Sequence[str]) -> int:
@@ -140,7 +145,7 @@ def main(argv: Sequence[str]) -> int:
   inputs = list(argv[1:])
   if not inputs:
     raise SdpalError(
-      "no photo given: python -m sdpal_jax.predict --checkpoint DIR --output_dir OUT "
+      "no photo given: python -m sdpal_jax.predict [--checkpoint DIR] --output_dir OUT "
       "IMAGE_OR_DIR..."
     )
   from sdpal_jax.inference import Predictor  # noqa: PLC0415
