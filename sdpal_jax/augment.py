@@ -24,24 +24,6 @@ import ml_collections
 import tensorflow as tf
 
 
-def default_augment_config() -> ml_collections.ConfigDict:
-  """Every augmentation, off except the horizontal flip (the release uses none)."""
-  c = ml_collections.ConfigDict()
-  c.hflip = True
-  # Random resized crop: area fraction and aspect-ratio ranges; scale (1, 1) = off.
-  c.crop_scale = (1.0, 1.0)
-  c.crop_ratio = (3 / 4, 4 / 3)
-  # JPEG re-compression with a quality drawn from the range, with this probability.
-  c.jpeg_prob = 0.0
-  c.jpeg_quality = (60, 95)
-  # Gaussian blur with sigma (pixels) drawn from the range, with this probability.
-  c.blur_prob = 0.0
-  c.blur_sigma = (0.5, 1.5)
-  # Additive Gaussian noise, std in 0..255 units (0 = off).
-  c.noise_std = 0.0
-  return c
-
-
 def _split(seed: tf.Tensor, count: int) -> list[tf.Tensor]:
   seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=count)
   return [seeds[i] for i in range(count)]

@@ -35,28 +35,10 @@ import numpy as np
 import tensorflow as tf
 
 from sdpal_jax import augment, preprocessing
+from sdpal_jax.data_config import PIPELINES, RESIZE_POLICIES
 from sdpal_jax.datasets.sources import PairSource, TfdsSource, dataset_spec, open_source
 from sdpal_jax.errors import ConfigError, ImageReadError, SdpalError
 from sdpal_jax.image_io import load_image, load_mask
-
-RESIZE_POLICIES = ("resize", "random_crop")
-PIPELINES = ("memory", "stream")
-
-
-def default_data_config() -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.dataset = "synthetic_forgery/mixed"  # tfds name, .lst, .json or Tp/Gt folder
-  c.train_split = "train"
-  c.eval_split = "validation"
-  c.data_dir = ml_collections.config_dict.placeholder(str)  # tfds data dir (None: tfds default)
-  c.pipeline = "memory"  # "memory" (exact resume) or "stream" (splits larger than RAM)
-  c.shuffle_buffer = 1024  # stream pipeline only
-  c.resize_policy = "resize"  # "resize" (the release) or "random_crop" at native resolution
-  # Train on random (H, W) crops of the fitted images (None: the whole preprocess.image_size).
-  c.crop_size = ml_collections.config_dict.placeholder(tuple)
-  c.augment = augment.default_augment_config()
-  c.max_examples = ml_collections.config_dict.placeholder(int)  # cap per split (quick experiments)
-  return c
 
 
 def validate_data_config(c: ml_collections.ConfigDict) -> None:

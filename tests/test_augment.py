@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from scipy import ndimage
 
-from sdpal_jax import augment, input_pipeline, perturbations
+from sdpal_jax import augment, data_config, perturbations
 
 
 def _photo(shape=(37, 53, 3), seed=0):
@@ -70,7 +70,7 @@ def test_blur_edge_cases():
 
 def _augment_in_tf_data(image, **fields):
   """``augment_example`` as training runs it: inside a tf.data map (graph mode)."""
-  config = input_pipeline.default_data_config().augment
+  config = data_config.default_data_config().augment
   config.hflip = False
   for k, v in fields.items():
     config[k] = v

@@ -4,6 +4,9 @@ config (the release's ResNet-101 network, shared by all paper configs) take real
 import functools
 import glob
 import os
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -60,6 +63,26 @@ def test_a_config_file_anywhere_loads_by_path_with_its_argument(tmp_path):
     configs.load("no_such_config")
   with pytest.raises(ConfigError, match="no such file"):
     configs.load(str(tmp_path / "missing.py"))
+
+
+def test_reading_any_config_imports_no_tensorflow():
+  # A fresh interpreter: this test process has long imported TensorFlow.
+  script = textwrap.dedent(
+    f"""
+    import importlib, os, sys
+    from sdpal_jax import configs
+    for name, args in {VARIANTS!r}.items():
+      importlib.import_module("sdpal_jax.configs." + name)
+      for arg in args:
+        configs.load(name if arg is None else name + ":" + arg)
+        configs.load(os.path.join({CLONE_CONFIG_DIR!r}, name + ".py"))
+        assert "tensorflow" not in sys.modules, f"reading config {{name}}:{{arg}} imported tensorflow"
+    print("no tensorflow")
+    """
+  )
+  done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert done.stdout.strip() == "no tensorflow"
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))

@@ -12,7 +12,7 @@ import tensorflow as tf
 from PIL import Image
 from scipy import ndimage
 
-from sdpal_jax import augment, input_pipeline, preprocessing
+from sdpal_jax import augment, data_config, input_pipeline, preprocessing
 from sdpal_jax.errors import ConfigError
 
 
@@ -27,7 +27,7 @@ def _examples(n=10, size=16):
 
 
 def _data_config(**augment_fields):
-  c = input_pipeline.default_data_config()
+  c = data_config.default_data_config()
   c.augment.hflip = False
   for k, v in augment_fields.items():
     c.augment[k] = v
@@ -142,7 +142,7 @@ def test_invalid_augmentation_values_are_named():
   c = _data_config(crop_scale=(0.0, 1.0))
   with pytest.raises(ConfigError, match="crop_scale"):
     input_pipeline.validate_data_config(c)
-  c = input_pipeline.default_data_config()
+  c = data_config.default_data_config()
   c.pipeline = "disk"
   with pytest.raises(ConfigError, match="data.pipeline='disk'"):
     input_pipeline.validate_data_config(c)
@@ -152,7 +152,7 @@ def test_stream_pipeline_reads_files_skips_broken_ones_and_crops_at_native_size(
   """resize_policy=random_crop: each crop is a window of a photo at its own size (never of the
   broken file) with the same window of its mask."""
   sources = _write_derivable_folder(tmp_path)
-  c = input_pipeline.default_data_config()
+  c = data_config.default_data_config()
   c.dataset = str(tmp_path)
   c.pipeline = "stream"
   c.resize_policy = "random_crop"
@@ -179,12 +179,12 @@ def test_memory_batches_shard_over_eight_devices_by_process_local_rows():
     """
     import jax, numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
-    from sdpal_jax import input_pipeline
+    from sdpal_jax import data_config, input_pipeline
     assert jax.device_count() == 8
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (20, 8, 8, 3), dtype=np.uint8)
     masks = (rng.random((20, 8, 8)) > 0.5).astype(np.uint8)
-    c = input_pipeline.default_data_config()
+    c = data_config.default_data_config()
     batch = next(input_pipeline.train_batches(
       c, image_size=(8, 8), global_batch_size=16, seed=0, normalization="raw",
       examples=(images, masks)))
@@ -233,7 +233,7 @@ def _find_window(crop, images):
 
 
 def _stream_examples(root, *, image_size, crop_size, seed, steps=4, resize_policy="resize"):
-  c = input_pipeline.default_data_config()
+  c = data_config.default_data_config()
   c.dataset = str(root)
   c.pipeline = "stream"
   c.resize_policy = resize_policy

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from sdpal_jax import input_pipeline, model_config
+from sdpal_jax import data_config, model_config
 from sdpal_jax.errors import ConfigError
 
 
@@ -38,7 +38,7 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.model = model_config.default_model_config()
   c.preprocess = model_config.default_preprocess_config()
-  c.data = input_pipeline.default_data_config()
+  c.data = data_config.default_data_config()
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.learning_rate = 1e-4
   c.optimizer.schedule = "constant"  # constant | cosine | warmup_cosine
