@@ -116,6 +116,10 @@ class SyntheticForgeryConfig(tfds.core.BuilderConfig):
   ``photos_from_manual_dir``: generate from the photos under ``manual_dir``
   (split by photo) instead of the bundled ones (split by rows).
   ``object_region_fraction``: share of regions cut along image segments.
+  ``varied_jpeg_tables``: every JPEG save uses its own quantisation tables
+  (``_quantisation_tables``) instead of libjpeg's scaled standard ones.
+  ``misaligned_grid``: the host photo's camera JPEG grid is shifted by 0-7
+  pixels against the final save's (non-aligned double compression).
   """
 
   manipulations: tuple[str, ...] = MANIPULATIONS
@@ -126,15 +130,49 @@ class SyntheticForgeryConfig(tfds.core.BuilderConfig):
   authentic_fraction: float = 1 / 3
   object_region_fraction: float = 0.7
   photos_from_manual_dir: bool = False
+  varied_jpeg_tables: bool = False
+  misaligned_grid: bool = False
   seed: int = 0
 
 
 # --- pieces of the generator (pure functions of an rng) ---------------------
 
 
-def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+# The JPEG standard's example tables (ITU-T T.81, Annex K, tables K.1 and K.2), row by row:
+# what libjpeg scales by the quality setting.
+_STANDARD_LUMINANCE = (
+  16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+  14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+  18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+  49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+)  # fmt: skip
+_STANDARD_CHROMINANCE = (17, 18, 24, 47, *(99,) * 4, 18, 21, 26, 66, *(99,) * 4,
+                         24, 26, 56, *(99,) * 5, 47, 66, *(99,) * 6, *(99,) * 32)  # fmt: skip
+
+
+def _quantisation_tables(quality: int, rng: np.random.Generator) -> list[list[int]]:
+  """Luminance and chrominance tables of ``quality``, each entry scaled by its own 0.7-1.3.
+
+  Cameras and editors each bring their own tables (CAT-Net, Kwon et al.,
+  IJCV 2022, trains on over a thousand); libjpeg's scaling of the standard
+  tables alone would make every generated JPEG share one family.
+  """
+  scale = 5000 / quality if quality < 50 else 200 - 2 * quality
+  tables = []
+  for base in (_STANDARD_LUMINANCE, _STANDARD_CHROMINANCE):
+    table = np.floor((np.asarray(base, np.float64) * scale + 50) / 100)
+    table = np.round(table * rng.uniform(0.7, 1.3, 64))
+    tables.append(np.clip(table, 1, 255).astype(int).tolist())
+  return tables
+
+
+def _jpeg(image: np.ndarray, quality: int, rng: np.random.Generator | None = None) -> np.ndarray:
+  """JPEG round trip at ``quality``; with ``rng``, through ``_quantisation_tables`` of it."""
   buffer = io.BytesIO()
-  Image.fromarray(image).save(buffer, format="JPEG", quality=int(quality))
+  options = {"quality": int(quality)}
+  if rng is not None:
+    options = {"qtables": _quantisation_tables(int(quality), rng)}
+  Image.fromarray(image).save(buffer, format="JPEG", **options)
   return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
 
 
@@ -160,11 +198,11 @@ def _crop(photo: np.ndarray, split: str, size: int, rng: np.random.Generator) ->
   return _window(photo[top:bottom], size, rng)
 
 
-def _camera(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _camera(photo: np.ndarray, rng: np.random.Generator, varied_tables: bool = False) -> np.ndarray:
   """What a camera leaves: sensor noise of some level, then its own JPEG compression."""
   if rng.random() < 0.5:
     photo = np.clip(photo + rng.normal(0, rng.uniform(0.5, 3.0), photo.shape), 0, 255)
-  return _jpeg(photo.astype(np.uint8), rng.integers(70, 99))
+  return _jpeg(photo.astype(np.uint8), rng.integers(70, 99), rng if varied_tables else None)
 
 
 def _blob_mask(size: int, rng: np.random.Generator, target: float | None = None) -> np.ndarray:
@@ -329,14 +367,20 @@ def make_example(
   rng = np.random.default_rng([config.seed, _SPLIT_SEEDS[split], index])
   size = config.image_size
   by_rows = not config.photos_from_manual_dir
-  image = _camera(_take(photos, split, size, rng, by_rows), rng)
+  tables = config.varied_jpeg_tables
+  if config.misaligned_grid:  # cut the camera JPEG off its 8x8 grid
+    dy, dx = rng.integers(0, 8, 2)
+    image = _camera(_take(photos, split, size + 8, rng, by_rows), rng, tables)
+    image = np.ascontiguousarray(image[dy : dy + size, dx : dx + size])
+  else:
+    image = _camera(_take(photos, split, size, rng, by_rows), rng, tables)
   region = np.zeros((size, size), bool)
   manipulation = "authentic"
   if rng.random() >= config.authentic_fraction:
     weights = np.array([MANIPULATION_WEIGHTS[m] for m in config.manipulations], np.float64)
     manipulation = str(rng.choice(config.manipulations, p=weights / weights.sum()))
     if manipulation == "splice":
-      donor = _camera(_take(photos, split, size, rng, by_rows), rng)
+      donor = _camera(_take(photos, split, size, rng, by_rows), rng, tables)
       content, alpha = _warp(donor, _region(donor, rng, config.object_region_fraction), rng)
       if rng.random() < 0.5:
         content = _recolour(content, rng)
@@ -350,7 +394,7 @@ def make_example(
   else:  # global edits only
     image = np.clip(image * rng.uniform(0.9, 1.1, 3) + rng.uniform(-8, 8), 0, 255).astype(np.uint8)
   if rng.random() < 0.75:
-    image = _jpeg(image, rng.integers(65, 96))
+    image = _jpeg(image, rng.integers(65, 96), rng if tables else None)
   return image, region.astype(np.uint8)[..., None], manipulation
 
 
@@ -383,6 +427,12 @@ class SyntheticForgery(tfds.core.GeneratorBasedBuilder):
       name="mixed_large", image_size=128, num_train=16000, num_validation=60, num_test=150,
       description="mixed_small with 16000 training images (its validation and test images are "
       "mixed_small's): the packaged default model's data.",
+    ),
+    SyntheticForgeryConfig(
+      name="mixed_large_jpeg", image_size=128, num_train=16000, num_validation=60, num_test=150,
+      varied_jpeg_tables=True, misaligned_grid=True,
+      description="mixed_large with varied JPEG quantisation tables and the camera's 8x8 grid "
+      "shifted against the final save's.",
     ),
     *[
       SyntheticForgeryConfig(
