@@ -20,8 +20,9 @@ call (compilation or its load from the cache included). The PyTorch release
 never vendored) is measured with the same inputs, the same thread count and on
 the same device (CUDA when torch sees one), and our figures are reported as
 ratios against it. The model suite's ``train`` mode is the release's step
-(Adam 1e-4, BCE on its fixed 256x256 output for the release; ours: the same
-optimiser, ``loss.form="release"``, at the input's size).
+(Adam 1e-4, ``nn.BCELoss`` of the sigmoid on its fixed 256x256 output, as its
+``main.py`` trains; ours: the same optimiser, ``loss.form="release"``, at the
+input's size).
 
 Graph inputs are realistic: non-negative, spatially correlated features as
 after the fusion conv's ReLU (smoothed noise plus piecewise-constant regions),
@@ -36,8 +37,9 @@ compiling (``compile_s``: that parallel compile's wall time); ``--time_budget``
 stops starting configurations once that many seconds have passed (they are
 reported as skipped) and cuts the running one's timeout to what is left;
 ``--memory_limit_gb`` adds a table of the largest train step's peak memory
-against that limit. Nothing here imports TensorFlow or ml_collections; every
-process records whether ``tensorflow`` ended up in ``sys.modules``.
+against that limit. Nothing here imports TensorFlow; every process records
+whether ``tensorflow`` ended up in ``sys.modules``. Imports sit inside the
+workers so that a torch worker never loads JAX and a JAX worker never torch.
 """
 
 from __future__ import annotations
@@ -55,8 +57,8 @@ import sys
 import time
 
 import numpy as np
+from check_release_parity import import_release
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 WALK = {"steps": 3, "restart": 0.3, "threshold": 0.4}  # the release's graph module
 SAMPLED = {"num_landmarks": 1024}
 INIT_SHAPE = (1, 64, 64, 3)  # the parameters do not depend on the image size
@@ -111,9 +113,8 @@ def _timed(fn, repeats: int) -> tuple[float, object, float]:
 
 
 def _imports() -> dict:
-  """What the GPU machines lack: whether this process imported it (it must not need to)."""
-  return {"tensorflow_imported": "tensorflow" in sys.modules,
-          "ml_collections_imported": "ml_collections" in sys.modules}  # fmt: skip
+  """Whether this process imported TensorFlow (the benchmark must not need it)."""
+  return {"tensorflow_imported": "tensorflow" in sys.modules}
 
 
 def _jax_device_peak_mib() -> float | None:
@@ -196,9 +197,7 @@ def _torch_graph(spec: dict) -> dict:
   import torch  # noqa: PLC0415
 
   torch.set_num_threads(spec["threads"])
-  sys.path.insert(0, spec["torch_reference"])
-  import sdpal as release  # noqa: PLC0415
-
+  release = import_release(spec["torch_reference"])
   device = _torch_device(torch)
   module = release.GraphRandomWalkNPR(walk_steps=3, walk_restart_prob=0.7, graph_threshold=0.4)
   module = module.to(device)
@@ -219,33 +218,15 @@ def _torch_graph(spec: dict) -> dict:
   }
 
 
-class _Fields(dict):
-  """A nested dict read by attribute: all ``build_model`` needs of a ConfigDict, so the
-  benchmark needs no ml_collections (not installed on the lent GPU machines)."""
-
-  def __init__(self, fields: dict):
-    super().__init__({k: _Fields(v) if isinstance(v, dict) else v for k, v in fields.items()})
-
-  def __getattr__(self, name):
-    try:
-      return self[name]
-    except KeyError as error:
-      raise AttributeError(name) from error
-
-  def __setattr__(self, name, value):
-    self[name] = _Fields(value) if isinstance(value, dict) else value
-
-
-def _model_config(spec: dict) -> _Fields:
-  """The release's network (``model_config.default_model_fields``), output at the input's size."""
+def _model_config(spec: dict):
+  """The release's network (``model_config.default_model_config``), output at the input's size."""
   from sdpal_jax import model_config  # noqa: PLC0415
 
-  c = _Fields(model_config.default_model_fields())
+  c = model_config.default_model_config()
   c.output_size = None
   c.dtype = spec["dtype"]
   c.walk.method = spec["walk"]
-  for field, value in spec.get("model_overrides", {}).items():
-    c[field] = _Fields(value) if isinstance(value, dict) else value
+  c.update(spec.get("model_overrides", {}))
   return c
 
 
@@ -318,12 +299,7 @@ def _torch_model(spec: dict) -> dict:
   import torch  # noqa: PLC0415
 
   torch.set_num_threads(spec["threads"])
-  sys.path.insert(0, spec["torch_reference"])
-  import resnet as release_resnet  # noqa: PLC0415
-
-  release_resnet.model_zoo.load_url = lambda *a, **k: {}  # no ImageNet download
-  import sdpal as release  # noqa: PLC0415
-
+  release = import_release(spec["torch_reference"])
   device = _torch_device(torch)
   torch.manual_seed(0)
   model = release.FakeLocator(512, 1).to(device)
@@ -338,14 +314,15 @@ def _torch_model(spec: dict) -> dict:
       )
   else:
     model.train()
+    # The release's step (main.py L76-84, L201-202): Adam 1e-4, sigmoid of the logits, then its
+    # criterion BCEWithLogitsDiceLoss(1.0, 0.0), which is nn.BCELoss on those probabilities.
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    # The release's fixed 256x256 output.
-    masks = (torch.rand(b, 1, 256, 256) > 0.9).float().to(device)
+    criterion = torch.nn.BCELoss()
+    masks = (torch.rand(b, 256, 256) > 0.9).float().to(device)  # its fixed 256x256 output
 
     def run():
       optimizer.zero_grad()
-      logits = model(images)
-      loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.view_as(masks), masks)
+      loss = criterion(torch.sigmoid(model(images)).squeeze(1), masks)
       loss.backward()
       optimizer.step()
       return loss

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU figures from one prepared command (issue 15): on one GPU, side by side with the PyTorch
+# GPU figures from one prepared command: on one GPU, side by side with the PyTorch
 # release, within 8 minutes including compilation.
 #
 #   bash tools/gpu_benchmark.sh OUT_DIR [--torch_reference DIR] [--dry_run] [--python PY]
@@ -7,7 +7,7 @@
 # Measures with tools/benchmark.py (every configuration in its own process, one at a time):
 #   (a) the correlation graph at 64x64, 128x128 and 256x256 nodes: our exact walks (dense,
 #       blocked) against the release's GraphRandomWalkNPR, with their largest difference;
-#   (b) inference and (c) a training step (Adam 1e-4, BCE) of the paper's network at
+#   (b) inference and (c) a training step (Adam 1e-4, the release's BCE) of the paper's network at
 #       256 (batch 16, the release's training batch), 512 (batch 4) and 1024 (batch 1), the same
 #       pixels per step, in float32 and bfloat16, against the release's FakeLocator;
 #   and checks that the 1024x1024 training step fits in 80 GB (the allocator's peak:
@@ -20,9 +20,9 @@
 # Writes OUT_DIR/benchmark.md (also printed), OUT_DIR/benchmark.json, OUT_DIR/device.txt
 # (nvidia-smi -L, the GPU's name/memory/driver, what jax and torch see) and OUT_DIR/run.log.
 #
-# Needs python with jax (CUDA), flax, optax, numpy and scipy; torch (CUDA) only with
-# --torch_reference. Not TensorFlow, tensorflow-datasets, ml_collections or clu: nothing the
-# benchmark runs imports them, and benchmark.json records "tensorflow_imported" (must be false).
+# Needs python with jax (CUDA), flax, optax, ml_collections, numpy and scipy; torch (CUDA) only
+# with --torch_reference. Not TensorFlow, tensorflow-datasets or clu: nothing the benchmark runs
+# imports them, and benchmark.json records "tensorflow_imported" (must be false).
 #
 # --torch_reference DIR: a local checkout of GCLion/SDPAL (sdpal.py, resnet.py, ...), imported at
 #   run time; without it there are no release rows and no ratios (the report says so).
