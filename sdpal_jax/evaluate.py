@@ -63,6 +63,7 @@ protocol each paper's numbers use.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -78,9 +79,10 @@ from sdpal_jax.evaluator import (
   EvaluationError,
   Evaluator,
   PredictorLike,
+  validate_scoring_options,
 )
 
-__all__ = ["EvaluationError", "evaluate_datasets"]
+__all__ = ["EvaluationError", "EvaluationRequest", "evaluate_datasets"]
 
 
 def _open_predictor(workdir: str, step: int | None = None, **options) -> PredictorLike:
@@ -157,30 +159,140 @@ def _default_label(workdir: Any, index: int) -> str:
   return str(getattr(workdir, "label", f"model{index}"))
 
 
+@dataclasses.dataclass(frozen=True)
+class EvaluationRequest:
+  """How every checkpoint is scored on every dataset: the ``evaluate`` flags, checked once.
+
+  Invalid values raise ConfigError naming the flag when the request is made;
+  ``evaluate_datasets`` then builds one ``Evaluator`` per dataset and
+  perturbation from it (``evaluator``).
+
+  Attributes:
+    protocol: ``dataset`` | ``image`` | ``best`` | ``all`` (``sdpal_jax.metrics``).
+    resolution: ``native`` | ``release`` (module docstring).
+    threshold: pixel and image decision threshold (tampered iff greater).
+    image_score: image-level score rule (``sdpal_jax.metrics.image_score_fn``).
+    batch_size: images per model call (consecutive images of equal size).
+    max_examples: score at most this many items per dataset (None: all).
+    histogram_bins: None for the exact pooled AUC, else the fixed-memory histogram.
+    perturbations: e.g. ``("jpeg:50,70", "blur:1")`` or ``Perturbation``s; every
+      dataset is also scored under each (``sdpal_jax.perturbations``); held parsed.
+    figures / num_examples: ROC/PR curves and a grid of ``num_examples`` items.
+    per_image: write ``per_image.csv`` next to the tables.
+    step: None (best, else latest), a step number, or ``"all"`` (every saved
+      step); rows are then labelled ``LABEL@STEP``. Held parsed (``parse_step``).
+    full_resolution / tile_size / tile_overlap: as ``predict``'s flags
+      (``Predictor.from_checkpoint``).
+  """
+
+  protocol: str = "dataset"
+  resolution: str = "native"
+  threshold: float = metrics_lib.THRESHOLD
+  image_score: str = metrics_lib.DEFAULT_IMAGE_SCORE
+  batch_size: int = 1
+  max_examples: int | None = None
+  histogram_bins: int | None = None
+  perturbations: Sequence[str | perturbations_lib.Perturbation] = ()
+  figures: bool = False
+  num_examples: int = 4
+  per_image: bool = True
+  step: int | str | None = None
+  full_resolution: bool = False
+  tile_size: int = 2048
+  tile_overlap: int | None = None
+
+  def __post_init__(self):
+    validate_scoring_options(
+      protocol=self.protocol,
+      resolution=self.resolution,
+      batch_size=self.batch_size,
+      threshold=self.threshold,
+      image_score=self.image_score,
+      flag_prefix="--",
+    )
+    if self.tile_size < 0:
+      raise ConfigError(f"--tile_size={self.tile_size}; must be >= 0 (0: never tile).")
+    parsed = tuple(
+      p for spec in self.perturbations
+      for p in ([spec] if isinstance(spec, perturbations_lib.Perturbation)
+                else perturbations_lib.parse_perturbations(spec))
+    )  # fmt: skip
+    object.__setattr__(self, "perturbations", parsed)
+    object.__setattr__(self, "step", parse_step(self.step))
+
+  @classmethod
+  def from_flags(cls, flag_values, extra_perturbations: Sequence[str] = ()) -> EvaluationRequest:
+    """The request the command line's flags describe (``--perturb`` plus ``extra_perturbations``)."""
+    return cls(
+      protocol=flag_values.protocol,
+      resolution=flag_values.resolution,
+      threshold=flag_values.threshold,
+      image_score=flag_values.image_score,
+      batch_size=flag_values.batch_size,
+      max_examples=flag_values.max_examples,
+      histogram_bins=flag_values.histogram_bins or None,
+      perturbations=(*flag_values.perturb, *extra_perturbations),
+      figures=flag_values.figures,
+      num_examples=flag_values.num_examples,
+      per_image=flag_values.per_image,
+      step=flag_values.step,
+      full_resolution=flag_values.full_resolution,
+      tile_size=flag_values.tile_size,
+      tile_overlap=flag_values.tile_overlap,
+    )
+
+  @property
+  def protocols(self) -> list[str]:
+    """Every protocol scored: the primary one first."""
+    return list(metrics_lib.PROTOCOLS) if self.protocol == "all" else [self.protocol]
+
+  def evaluator(
+    self,
+    dataset: str | tuple[str, Iterable[dict[str, Any]]],
+    perturbation: perturbations_lib.Perturbation | None = None,
+    *,
+    keep_per_image: bool = False,
+    progress: bool = False,
+  ) -> Evaluator:
+    """The ``Evaluator`` of one dataset (SPEC or ``(name, source)``), clean or perturbed."""
+    clean = perturbation is None
+    return Evaluator(
+      dataset,
+      protocol=self.protocol,
+      resolution=self.resolution,
+      threshold=self.threshold,
+      image_score=self.image_score,
+      per_image=keep_per_image,
+      perturbation=perturbation,
+      batch_size=self.batch_size,
+      max_examples=self.max_examples,
+      histogram_bins=self.histogram_bins,
+      num_examples=self.num_examples if clean and self.figures else 0,
+      want_curves=self.figures and clean,
+      progress=progress,
+    )
+
+  def open_predictor(self, workdir: str, step: int | None) -> PredictorLike:
+    """``Predictor.from_checkpoint`` of ``workdir`` at ``step`` with the request's input size."""
+    return _open_predictor(
+      workdir,
+      step,
+      full_resolution=self.full_resolution,
+      tile_size=self.tile_size,
+      tile_overlap=self.tile_overlap,
+    )
+
+
 def evaluate_datasets(
   workdirs: Sequence[str | PredictorLike],
   specs: Sequence[str | tuple[str, Iterable[dict[str, Any]]]],
+  request: EvaluationRequest | None = None,
   *,
   labels: Sequence[str] | None = None,
-  protocol: str = "dataset",
-  resolution: str = "native",
   output_dir: str | None = None,
-  perturbations: Sequence[str | perturbations_lib.Perturbation] = (),
-  figures: bool = False,
-  num_examples: int = 4,
-  batch_size: int = 1,
-  max_examples: int | None = None,
-  histogram_bins: int | None = None,
   progress: bool = True,
   verbose: bool = True,
-  threshold: float = metrics_lib.THRESHOLD,
-  image_score: str = metrics_lib.DEFAULT_IMAGE_SCORE,
-  step: int | str | None = None,
-  full_resolution: bool = False,
-  tile_size: int = 2048,
-  tile_overlap: int | None = None,
-  per_image: bool = True,
-) -> dict[str, Any]:
+) -> dict[str, dict[str, Any]]:
   """Scores every checkpoint on every dataset; writes tables when ``output_dir`` is set.
 
   Args:
@@ -190,111 +302,55 @@ def evaluate_datasets(
       IMDL-BenCo ``{name: path}`` JSON expands to its entries), ``(name, SPEC)``,
       or ``(name, source)`` pairs where ``source`` is a re-iterable of
       ``{"image", "mask", "tampered", "name"}`` dicts.
+    request: how to score (``EvaluationRequest``; None: its defaults).
     labels: row labels, one per workdir (default: directory names).
-    protocol: ``dataset`` | ``image`` | ``best`` | ``all`` (``sdpal_jax.metrics``).
-    resolution: ``native`` | ``release`` (module docstring).
-    perturbations: e.g. ``["jpeg:50,70", "blur:1"]``; every dataset is also
-      scored under each (``sdpal_jax.perturbations``).
-    figures / num_examples: ROC/PR curves and a grid of ``num_examples`` items.
-    batch_size: images per model call (consecutive images of equal size).
-    max_examples: score at most this many items per dataset.
-    histogram_bins: None for the exact pooled AUC, else the fixed-memory histogram.
-    threshold: pixel and image decision threshold (tampered iff greater).
-    image_score: image-level score rule (``sdpal_jax.metrics.image_score_fn``).
-    step: None (best, else latest), a step number, or ``"all"`` (every saved
-      step); rows are then labelled ``LABEL@STEP``.
-    full_resolution / tile_size / tile_overlap: as ``predict``'s flags
-      (``Predictor.from_checkpoint``).
-    per_image: write ``per_image.csv`` into ``output_dir``.
+    output_dir: where ``results.json``, the tables and figures go (None: print only).
+    progress: show a progress bar per dataset.
+    verbose: log timings and print the tables.
 
   Returns:
-    ``{spec: metrics}`` for one workdir, ``{label: {spec: metrics}}`` for several.
+    ``{label: {dataset name: metrics}}``, one entry per scored checkpoint (row).
   """
-  if protocol not in PROTOCOL_CHOICES:
-    raise ConfigError(f"--protocol={protocol!r}; expected one of {', '.join(PROTOCOL_CHOICES)}.")
-  if resolution not in RESOLUTIONS:
-    raise ConfigError(f"--resolution={resolution!r}; expected one of {', '.join(RESOLUTIONS)}.")
+  request = request if request is not None else EvaluationRequest()
   if not workdirs:
     raise ConfigError("no checkpoint given: pass --workdir DIR[,DIR...].")
   if not specs:
     raise ConfigError("no dataset given: pass --datasets SPEC[,SPEC...].")
-  if batch_size < 1:
-    raise ConfigError(f"--batch_size={batch_size}; must be at least 1.")
   if labels is not None and len(labels) != len(workdirs):
     raise ConfigError(f"--labels has {len(labels)} names for {len(workdirs)} workdirs.")
-  step = parse_step(step)
-  if not 0.0 <= float(threshold) < 1.0:
-    raise ConfigError(f"--threshold={threshold}; must be in [0, 1).")
-  try:
-    metrics_lib.image_score_fn(image_score, threshold)
-  except ValueError as e:
-    raise ConfigError(f"--image_score: {e}") from None
-  if tile_size < 0:
-    raise ConfigError(f"--tile_size={tile_size}; must be >= 0 (0: never tile).")
-  protocols = list(metrics_lib.PROTOCOLS) if protocol == "all" else [protocol]
-  primary = protocols[0]
-  parsed_perturbations = [
-    p for spec in perturbations
-    for p in ([spec] if isinstance(spec, perturbations_lib.Perturbation)
-              else perturbations_lib.parse_perturbations(spec))
-  ]  # fmt: skip
   labels = reporting.unique_names(
     list(labels) if labels is not None else [_default_label(w, i) for i, w in enumerate(workdirs)]
   )
-  runs = checkpoint_runs(workdirs, labels, step)
+  runs = checkpoint_runs(workdirs, labels, request.step)
   labels = reporting.unique_names([label for label, _, _ in runs])
   specs = expand_specs(specs)
   spec_names = reporting.unique_names([s if isinstance(s, str) else str(s[0]) for s in specs])
-  named_specs = [
-    (name, (None if name == s else s) if isinstance(s, str) else s[1])
+  datasets = [
+    name if isinstance(s, str) and name == s else (name, s if isinstance(s, str) else s[1])
     for name, s in zip(spec_names, specs, strict=True)
   ]
-  predictor_options = {
-    "full_resolution": full_resolution,
-    "tile_size": tile_size,
-    "tile_overlap": tile_overlap,
-  }
-
-  def evaluator(spec, given_source, perturbation):
-    clean = perturbation is None
-    return Evaluator(
-      spec if given_source is None else (spec, given_source),
-      protocol=protocol,
-      threshold=threshold,
-      image_score=image_score,
-      per_image=per_image and bool(output_dir),
-      resolution=resolution,
-      perturbation=perturbation,
-      batch_size=batch_size,
-      max_examples=max_examples,
-      histogram_bins=histogram_bins,
-      num_examples=num_examples if clean and figures else 0,
-      want_curves=figures and clean,
-      progress=progress,
-    )
+  keep_per_image = request.per_image and bool(output_dir)
 
   results: dict[str, dict[str, Any]] = {}
   curves: dict[str, dict[str, tuple]] = {}
   grids: list[tuple[str, str, list]] = []
   image_rows: list[dict[str, Any]] = []
   for label, (_, workdir, run_step) in zip(labels, runs, strict=True):
-    predictor = (
-      _open_predictor(workdir, run_step, **predictor_options)
-      if isinstance(workdir, str)
-      else workdir
-    )
+    predictor = request.open_predictor(workdir, run_step) if isinstance(workdir, str) else workdir
     results[label] = {}
-    for spec, given_source in named_specs:
+    for spec, dataset in zip(spec_names, datasets, strict=True):
       per_run = {}
-      for perturbation in [None, *parsed_perturbations]:
-        runner = evaluator(spec, given_source, perturbation)
+      for perturbation in [None, *request.perturbations]:
+        runner = request.evaluator(
+          dataset, perturbation, keep_per_image=keep_per_image, progress=progress
+        )
         per_run[perturbation] = runner.run(predictor)
         condition = "clean" if perturbation is None else perturbation.name
         image_rows += [
           {"model": label, "dataset": spec, "perturbation": condition, **row}
           for row in runner.per_image
         ]
-        if perturbation is None and figures:
+        if perturbation is None and request.figures:
           curves.setdefault(spec, {})[label] = runner.curves.counts()
           grids.append((label, spec, runner.examples))
         if verbose:
@@ -310,17 +366,19 @@ def evaluate_datasets(
 
   if output_dir:
     _write_outputs(
-      results, output_dir, spec_names, protocols, parsed_perturbations, labels, verbose
+      results, output_dir, spec_names, request.protocols, request.perturbations, labels, verbose
     )
-    if per_image:
+    if request.per_image:
       reporting.write_per_image_csv(os.path.join(output_dir, "per_image.csv"), image_rows)
-    if figures:
+    if request.figures:
       _write_figures(output_dir, curves, grids)
   elif verbose:
     print(
-      reporting.to_markdown(reporting.build_table(_protocol_view(results, primary), spec_names))
+      reporting.to_markdown(
+        reporting.build_table(_protocol_view(results, request.protocols[0]), spec_names)
+      )
     )
-  return results[labels[0]] if len(labels) == 1 else results
+  return results
 
 
 def _log_timing(label: str, spec: str, timing: dict[str, float]) -> None:
@@ -463,23 +521,9 @@ def main(argv: Sequence[str]) -> None:
   evaluate_datasets(
     flag_values.workdir,
     flag_values.datasets,
+    EvaluationRequest.from_flags(flag_values, extra_perturbations=extra),
     labels=flag_values.labels,
-    protocol=flag_values.protocol,
-    resolution=flag_values.resolution,
     output_dir=output_dir,
-    perturbations=[*flag_values.perturb, *extra],
-    figures=flag_values.figures,
-    num_examples=flag_values.num_examples,
-    batch_size=flag_values.batch_size,
-    max_examples=flag_values.max_examples,
-    histogram_bins=flag_values.histogram_bins or None,
-    threshold=flag_values.threshold,
-    image_score=flag_values.image_score,
-    step=flag_values.step,
-    full_resolution=flag_values.full_resolution,
-    tile_size=flag_values.tile_size,
-    tile_overlap=flag_values.tile_overlap,
-    per_image=flag_values.per_image,
   )
   print(f"\nWrote {output_dir}/results.json")
 

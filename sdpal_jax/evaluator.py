@@ -58,6 +58,34 @@ class _Example:
   tampered: bool
 
 
+def validate_scoring_options(
+  *,
+  protocol: str,
+  resolution: str,
+  batch_size: int,
+  threshold: float,
+  image_score: str,
+  flag_prefix: str = "",
+) -> None:
+  """Raises ConfigError naming the first invalid option (``flag_prefix + name``: "--" for flags)."""
+
+  def bad(name: str, value: Any, expected: str) -> ConfigError:
+    return ConfigError(f"{flag_prefix}{name}={value!r}; {expected}.")
+
+  if protocol not in PROTOCOL_CHOICES:
+    raise bad("protocol", protocol, f"expected one of {', '.join(PROTOCOL_CHOICES)}")
+  if resolution not in RESOLUTIONS:
+    raise bad("resolution", resolution, f"expected one of {', '.join(RESOLUTIONS)}")
+  if batch_size < 1:
+    raise bad("batch_size", batch_size, "must be at least 1")
+  if not 0.0 <= float(threshold) < 1.0:
+    raise bad("threshold", threshold, "must be in [0, 1)")
+  try:
+    metrics_lib.image_score_fn(image_score, threshold)
+  except ValueError as e:
+    raise ConfigError(f"{flag_prefix}image_score: {e}") from None
+
+
 def check_item(item: dict[str, Any]) -> str | None:
   """Why an item cannot be scored, or None."""
   image, mask = np.asarray(item.get("image")), np.asarray(item.get("mask"))
@@ -209,18 +237,13 @@ class Evaluator:
     image_score: str = metrics_lib.DEFAULT_IMAGE_SCORE,
     per_image: bool = False,
   ):
-    if protocol not in PROTOCOL_CHOICES:
-      raise ConfigError(f"protocol={protocol!r}; expected one of {', '.join(PROTOCOL_CHOICES)}.")
-    if resolution not in RESOLUTIONS:
-      raise ConfigError(f"resolution={resolution!r}; expected one of {', '.join(RESOLUTIONS)}.")
-    if batch_size < 1:
-      raise ConfigError(f"batch_size={batch_size}; must be at least 1.")
-    if not 0.0 <= float(threshold) < 1.0:
-      raise ConfigError(f"threshold={threshold}; must be in [0, 1).")
-    try:
-      metrics_lib.image_score_fn(image_score, threshold)
-    except ValueError as e:
-      raise ConfigError(str(e)) from None
+    validate_scoring_options(
+      protocol=protocol,
+      resolution=resolution,
+      batch_size=batch_size,
+      threshold=threshold,
+      image_score=image_score,
+    )
     self._spec: str | None = None
     if isinstance(dataset, str):
       self.name, self._spec, self._source = dataset, dataset, None

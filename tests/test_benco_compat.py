@@ -94,11 +94,11 @@ def test_test_datasets_json_evaluates_unchanged_one_dataset_per_key(tmp_path, mo
     results = evaluate.evaluate_datasets(
       [RedChannelPredictor()],
       ["test_datasets.json"],
-      protocol="image",
+      evaluate.EvaluationRequest(protocol="image"),
       output_dir=str(out),
       progress=False,
       verbose=False,
-    )
+    )["model0"]
   assert list(results) == ["CASIA_mini", "coverage_mini"]
   casia, coverage = results["CASIA_mini"], results["coverage_mini"]
   assert casia["num_images"] == 3 and casia["num_skipped"] == 0
@@ -234,13 +234,11 @@ def test_threshold_and_image_score_reach_pixels_images_and_the_per_image_csv(tmp
   result = evaluate.evaluate_datasets(
     [RedChannelPredictor()],
     [("toy", split)],
-    protocol="all",
-    threshold=0.3,
-    image_score="max",
+    evaluate.EvaluationRequest(protocol="all", threshold=0.3, image_score="max"),
     output_dir=str(tmp_path),
     progress=False,
     verbose=False,
-  )["toy"]
+  )["model0"]["toy"]
   scores = np.concatenate([it["image"][..., 0].ravel() / np.float32(255) for it in split])
   labels = np.concatenate([it["mask"].ravel() for it in split])
   assert result["pixel_f1"] == pytest.approx(skm.f1_score(labels, scores > 0.3), abs=1e-6)
@@ -302,11 +300,11 @@ def test_benco_grid_writes_one_robustness_table_per_kind(tmp_path):
   result = evaluate.evaluate_datasets(
     [RedChannelPredictor()],
     [("toy", split)],
-    perturbations=["benco"],
+    evaluate.EvaluationRequest(perturbations=["benco"]),
     output_dir=str(tmp_path),
     progress=False,
     verbose=False,
-  )["toy"]
+  )["model0"]["toy"]
   assert len(result["robustness"]) == 18 and "noise_var:23" in result["robustness"]
   for kind in ("blur", "noise", "jpeg"):
     assert (tmp_path / f"robustness_{kind}.md").exists()
@@ -327,9 +325,9 @@ def test_step_argument_is_checked_and_labels_rows_dir_at_step():
   runs = evaluate.checkpoint_runs(["/ckpt/run", predictor], ["run", "given"], 7)
   assert [(label, step) for label, _, step in runs] == [("run@7", 7), ("given", None)]
   with pytest.raises(evaluate.ConfigError, match="--threshold"):
-    evaluate.evaluate_datasets([predictor], [("t", _toy_split())], threshold=1.5)
+    evaluate.EvaluationRequest(threshold=1.5)
   with pytest.raises(evaluate.ConfigError, match="--image_score"):
-    evaluate.evaluate_datasets([predictor], [("t", _toy_split())], image_score="median")
+    evaluate.EvaluationRequest(image_score="median")
 
 
 @pytest.mark.slow

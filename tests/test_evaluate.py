@@ -67,8 +67,9 @@ def test_dataset_protocol_matches_sklearn_and_writes_every_file(tmp_path):
     [RedChannelPredictor()], [("toy", split)], output_dir=str(tmp_path), progress=False
   )
   scores, labels = _pooled_reference(split)
-  assert set(results) == {"toy"}
-  toy = results["toy"]
+  assert set(results) == {"model0"}
+  assert set(results["model0"]) == {"toy"}
+  toy = results["model0"]["toy"]
   assert toy["protocol"] == "dataset"
   assert toy["pixel_f1"] == pytest.approx(skm.f1_score(labels, scores > 0.5), abs=1e-6)
   assert toy["pixel_auc"] == pytest.approx(skm.roc_auc_score(labels, scores), abs=1e-6)
@@ -103,9 +104,9 @@ def test_unreadable_items_are_skipped_and_listed():
   broken["name"] = "bad.png"
   split.append(broken)
   split.skipped.append(("/data/missing.png", "file not found"))
-  result = evaluate.evaluate_datasets(
+  (result,) = evaluate.evaluate_datasets(
     [RedChannelPredictor()], [("toy", split)], progress=False, verbose=False
-  )
+  ).values()
   paths = [s["path"] for s in result["toy"]["skipped"]]
   assert paths == ["bad.png", "/data/missing.png"]
   assert "differs from image size" in result["toy"]["skipped"][0]["reason"]
@@ -115,9 +116,9 @@ def test_unreadable_items_are_skipped_and_listed():
 def test_split_without_tampered_pixel_warns_and_gives_defined_numbers():
   split = _split(3, authentic=(0, 1, 2))
   with pytest.warns(metrics.MetricWarning, match="toy: .*pixel_auc set to 0.5"):
-    result = evaluate.evaluate_datasets(
+    (result,) = evaluate.evaluate_datasets(
       [RedChannelPredictor()], [("toy", split)], progress=False, verbose=False
-    )
+    ).values()
   assert result["toy"]["pixel_auc"] == 0.5
   # No tampered pixel anywhere: TP = 0, so F1 is 0 whenever any pixel is predicted tampered
   # (the red channel of these authentic images reaches 0.5 nowhere: then the release's
@@ -130,9 +131,13 @@ def test_split_without_tampered_pixel_warns_and_gives_defined_numbers():
 def test_release_resolution_scores_at_the_checkpoint_input_size():
   predictor = RedChannelPredictor(image_size=(16, 16))
   split = _split(2, authentic=())
-  result = evaluate.evaluate_datasets(
-    [predictor], [("toy", split)], resolution="release", progress=False, verbose=False
-  )
+  (result,) = evaluate.evaluate_datasets(
+    [predictor],
+    [("toy", split)],
+    evaluate.EvaluationRequest(resolution="release"),
+    progress=False,
+    verbose=False,
+  ).values()
   assert predictor.calls == [(1, 16, 16, 3)] * 2
   assert result["toy"]["num_pixels"] == 2 * 16 * 16
 
@@ -141,15 +146,23 @@ def test_batches_group_consecutive_images_of_equal_size():
   predictor = RedChannelPredictor()
   split = _split(5, authentic=(), sizes={2: (20, 20)})
   evaluate.evaluate_datasets(
-    [predictor], [("toy", split)], batch_size=3, progress=False, verbose=False
+    [predictor],
+    [("toy", split)],
+    evaluate.EvaluationRequest(batch_size=3),
+    progress=False,
+    verbose=False,
   )
   assert [c[:3] for c in predictor.calls] == [(2, 24, 28), (1, 20, 20), (2, 24, 28)]
 
 
 def test_max_examples_limits_items_per_dataset():
-  result = evaluate.evaluate_datasets(
-    [RedChannelPredictor()], [("toy", _split(5))], max_examples=2, progress=False, verbose=False
-  )
+  (result,) = evaluate.evaluate_datasets(
+    [RedChannelPredictor()],
+    [("toy", _split(5))],
+    evaluate.EvaluationRequest(max_examples=2),
+    progress=False,
+    verbose=False,
+  ).values()
   assert result["toy"]["num_images"] == 2
 
 
@@ -158,10 +171,10 @@ def test_protocol_all_reports_every_protocol_and_writes_one_table_each(tmp_path)
   result = evaluate.evaluate_datasets(
     [RedChannelPredictor()],
     [("toy", split)],
-    protocol="all",
+    evaluate.EvaluationRequest(protocol="all"),
     output_dir=str(tmp_path),
     progress=False,
-  )["toy"]
+  )["model0"]["toy"]
   assert set(result["protocols"]) == {"dataset", "image", "best"}
   assert result["pixel_f1"] == result["protocols"]["dataset"]["pixel_f1"]
   per_image = np.mean(
@@ -180,10 +193,10 @@ def test_robustness_scores_every_perturbation_and_writes_a_table_per_kind(tmp_pa
   result = evaluate.evaluate_datasets(
     [RedChannelPredictor()],
     [("toy", split)],
-    perturbations=["jpeg:50 blur:1,2"],
+    evaluate.EvaluationRequest(perturbations=["jpeg:50 blur:1,2"]),
     output_dir=str(tmp_path),
     progress=False,
-  )["toy"]
+  )["model0"]["toy"]
   assert list(result["robustness"]) == ["jpeg:50", "blur:1", "blur:2"]
   assert result["robustness"]["blur:2"]["pixel_auc"] != result["pixel_auc"]
   table = (tmp_path / "robustness_blur.md").read_text().splitlines()
@@ -199,9 +212,7 @@ def test_figures_are_written_next_to_the_tables(tmp_path):
   evaluate.evaluate_datasets(
     [RedChannelPredictor(label="toy-model")],
     [("data/toy.lst", _split(3))],
-    protocol="image",
-    figures=True,
-    num_examples=2,
+    evaluate.EvaluationRequest(protocol="image", figures=True, num_examples=2),
     output_dir=str(tmp_path),
     progress=False,
     verbose=False,
@@ -214,13 +225,16 @@ def test_figures_are_written_next_to_the_tables(tmp_path):
 
 def test_bad_arguments_raise_config_errors_naming_the_flag():
   with pytest.raises(evaluate.ConfigError, match="--protocol"):
-    evaluate.evaluate_datasets([RedChannelPredictor()], [("t", _split(1))], protocol="pooled")
+    evaluate.EvaluationRequest(protocol="pooled")
   with pytest.raises(evaluate.ConfigError, match="--labels"):
     evaluate.evaluate_datasets([RedChannelPredictor()], [("t", _split(1))], labels=["a", "b"])
   predictor = RedChannelPredictor(image_size=None)
   with pytest.raises(evaluate.ConfigError, match="--resolution=native"):
     evaluate.evaluate_datasets(
-      [predictor], [("t", _split(1))], resolution="release", progress=False
+      [predictor],
+      [("t", _split(1))],
+      evaluate.EvaluationRequest(resolution="release"),
+      progress=False,
     )
 
 
@@ -346,9 +360,9 @@ def test_a_split_with_nothing_scored_is_an_error_naming_the_files():
 def test_a_partly_unreadable_split_reports_scored_and_skipped_in_json_and_table(tmp_path):
   split = _split(3)
   split.skipped += [("/data/a.png", "file not found"), ("/data/b.png", "truncated")]
-  result = evaluate.evaluate_datasets(
+  (result,) = evaluate.evaluate_datasets(
     [RedChannelPredictor()], [("toy", split)], output_dir=str(tmp_path), progress=False
-  )
+  ).values()
   assert (result["toy"]["num_scored"], result["toy"]["num_skipped"]) == (3, 2)
   saved = json.loads((tmp_path / "results.json").read_text())
   assert (saved["toy"]["num_scored"], saved["toy"]["num_skipped"]) == (3, 2)

@@ -86,12 +86,14 @@ def test_best_checkpoint_metric_equals_what_evaluate_prints_for_it(uninterrupted
   recorded = best.metrics(step)["validation/pixel_auc"]
   best.close()
   assert checkpoint.load_inference_checkpoint(str(workdir)).step == step
-  printed = evaluate.evaluate_datasets([str(workdir)], [VALIDATION], progress=False, verbose=False)
+  (printed,) = evaluate.evaluate_datasets(
+    [str(workdir)], [VALIDATION], progress=False, verbose=False
+  ).values()
   assert printed[VALIDATION]["pixel_auc"] == pytest.approx(recorded, abs=1e-7)
   # and the loop's last validation is the evaluator's result for the last step's weights
-  last = evaluate.evaluate_datasets(
+  (last,) = evaluate.evaluate_datasets(
     [Predictor.from_checkpoint(str(workdir), step=4)], [VALIDATION], progress=False, verbose=False
-  )
+  ).values()
   assert last[VALIDATION]["pixel_auc"] == pytest.approx(
     result["eval"]["validation"]["pixel_auc"], abs=1e-7
   )
