@@ -6,7 +6,7 @@ of ``lax.conv_general_dilated`` produces a kernel-gradient convolution whose
 dilation, ``rhs_dilation`` = the forward stride, batch and feature dimensions
 swapped), and that one is slow: 5-10x the forward for 1x1 kernels, ~2-3x for
 3x3 kernels with many channels (docs/performance.md, "CPU convolution
-gradients", measured with tools/profile_conv_grads.py). ``conv2d`` with
+gradients"). ``conv2d`` with
 ``impl="matmul_grads"`` computes the same values and gradients with operations
 XLA:CPU is fast at, where they measured faster:
 
