@@ -27,6 +27,7 @@ import dataclasses
 import json
 import logging
 import os
+import time
 from typing import Any
 
 import jax
@@ -42,6 +43,7 @@ BEST_DIR = "best"
 MODEL_ITEM = "model"
 TRAIN_ITEM = "train_state"
 BACKBONE_ITEM = "backbone"
+UNREADABLE_DIR = "unreadable"
 # ``--checkpoint default`` / ``--workdir default`` (and no ``--checkpoint`` at all
 # for predict): the model packaged with the library (``sdpal_jax.packaged_model``).
 # A directory of that name in the working directory takes precedence.
@@ -147,8 +149,14 @@ def checkpoint_manager(
   item_names=(MODEL_ITEM,),
   best_metric: str | None = None,
 ) -> ocp.CheckpointManager:
-  """An orbax CheckpointManager over ``directory``; with ``best_metric`` it keeps the highest."""
+  """An orbax CheckpointManager over ``directory``; with ``best_metric`` it keeps the highest.
+
+  Saves are synchronous: ``save`` returns once the step is written, and a failed write is
+  raised there, naming its step, rather than by the next save (async orbax keeps a background
+  thread's error until then). Training saves once per ``checkpoint_every_steps``.
+  """
   options = ocp.CheckpointManagerOptions(
+    enable_async_checkpointing=False,
     max_to_keep=max_to_keep,
     create=True,
     best_fn=(lambda metrics: float(metrics[best_metric])) if best_metric else None,
@@ -177,6 +185,32 @@ def resolve_backbone(path: str) -> str:
   )
 
 
+def one_line(error: BaseException, limit: int = 400) -> str:
+  """The innermost cause's first line (orbax wraps tensorstore's useful line in pages of spec)."""
+  while (error.__cause__ or error.__context__) is not None:
+    error = error.__cause__ or error.__context__
+  lines = str(error).strip().splitlines() or [type(error).__name__]
+  text = lines[0].strip()
+  return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _damage(step_dir: str, error: BaseException) -> str:
+  """Which file of ``step_dir`` is broken, and how: orbax names the array (and its OCDBT
+  database) when array data is cut short, but not the file when a JSON metadata file is."""
+  for folder, _, names in sorted(os.walk(step_dir)):
+    for name in sorted(names):
+      path = os.path.join(folder, name)
+      try:
+        with open(path, "rb") as f:
+          head = f.read(1)
+          if head not in (b"{", b"["):
+            continue
+          json.loads(head + f.read())
+      except (OSError, ValueError) as e:
+        return f"{path}: {one_line(e)}"
+  return one_line(error)
+
+
 def _abstract(tree):
   return jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
 
@@ -203,6 +237,7 @@ class TrainingCheckpoints:
       item_names=(MODEL_ITEM,),
       best_metric=best_metric,
     )
+    self._best_value: float | None = None
 
   @staticmethod
   def _model_item(state) -> dict[str, Any]:
@@ -216,21 +251,45 @@ class TrainingCheckpoints:
     """``(state, origin)``: the latest step if any, else ``init_from``'s backbone, else ``state``.
 
     ``origin`` says which: ``"resumed from step N"``, ``"backbone PATH"`` or ``"scratch"``.
+
+    A step that cannot be restored while an earlier one can is damaged (a truncated or
+    missing file: the earlier step proves the state's layout matches): it is moved to
+    ``DIR/unreadable/<step>`` with a warning naming the file and the error, and the run
+    resumes from the newest intact step. When no step restores, nothing is moved and a
+    ``CheckpointError`` names the latest step and why it failed.
     """
-    step = self.latest.latest_step()
-    if step is not None:
-      restored = self.latest.restore(
-        step,
-        args=ocp.args.Composite(
-          **{
-            MODEL_ITEM: ocp.args.StandardRestore(_abstract(self._model_item(state))),
-            TRAIN_ITEM: ocp.args.StandardRestore(_abstract(self._train_item(state))),
-          }
-        ),
-      )
+    steps = sorted(self.latest.all_steps(), reverse=True)
+    failures = []
+    for step in steps:
+      try:
+        restored = self.latest.restore(
+          step,
+          args=ocp.args.Composite(
+            **{
+              MODEL_ITEM: ocp.args.StandardRestore(_abstract(self._model_item(state))),
+              TRAIN_ITEM: ocp.args.StandardRestore(_abstract(self._train_item(state))),
+            }
+          ),
+        )
+      except Exception as e:  # orbax/tensorstore raise many types; named below
+        failures.append((step, e))
+        continue
+      for bad_step, error in failures:
+        self._set_aside(bad_step, error, resumed_step=step)
+      if failures:
+        self.latest.reload()
+      self._forget_best_beyond(step)
       return state.replace(**restored[MODEL_ITEM], **restored[TRAIN_ITEM]), (
         f"resumed from step {step}"
       )
+    if failures:
+      step, error = failures[0]
+      others = f"; the earlier steps {[s for s, _ in failures[1:]]} fail too" if steps[1:] else ""
+      raise CheckpointError(
+        f"{self.latest.directory}/{step}: cannot restore the training state ({one_line(error)})"
+        f"{others}. If the config changed, resume with the workdir's config.json; otherwise "
+        "the files are damaged: move the step away to start over."
+      ) from error
     if init_from:
       from sdpal_jax import torch_import  # noqa: PLC0415
 
@@ -245,39 +304,100 @@ class TrainingCheckpoints:
       ), f"backbone {path}"
     return state, "scratch"
 
+  def _set_aside(self, step: int, error: Exception, *, resumed_step: int) -> None:
+    """Moves the damaged ``checkpoints/<step>`` to ``unreadable/<step>`` (kept for inspection)."""
+    source = os.path.join(self.latest.directory, str(step))
+    target = os.path.join(self.workdir, UNREADABLE_DIR, str(step))
+    damage = _damage(source, error)
+    if jax.process_index() == 0:
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      if os.path.exists(target):
+        target = f"{target}.{int(time.time())}"
+      os.replace(source, target)
+    logging.warning(
+      "%s is damaged (%s); moved it to %s and resuming from step %d instead.",
+      source,
+      damage,
+      target,
+      resumed_step,
+    )
+
+  def _forget_best_beyond(self, step: int) -> None:
+    """Logs the ``best/`` steps after ``step``: they come from a run that stopped before saving
+    its own step there; ``save_if_best`` replaces them once this run's validation beats them."""
+    later = [s for s in self.best.all_steps() if s > step]
+    if later:
+      logging.warning(
+        "%s holds step(s) %s, after the resumed step %d (an interrupted run validated them "
+        "before its regular save); kept until this run's validation beats them.",
+        self.best.directory,
+        later,
+        step,
+      )
+
   def save(self, step: int, state) -> None:
-    """Saves ``state`` as step ``step`` of ``checkpoints/`` (asynchronously)."""
-    self.latest.save(
+    """Saves ``state`` as step ``step`` of ``checkpoints/``; returns once it is written.
+
+    A failed write (a full disk, a permission) is a ``CheckpointError`` naming this step.
+    """
+    self._save(
+      self.latest,
       step,
-      args=ocp.args.Composite(
+      ocp.args.Composite(
         **{
           MODEL_ITEM: ocp.args.StandardSave(self._model_item(state)),
           TRAIN_ITEM: ocp.args.StandardSave(self._train_item(state)),
         }
       ),
-      force=True,
     )
+
+  def _save(self, manager: ocp.CheckpointManager, step: int, args, **kwargs) -> None:
+    try:
+      manager.save(step, args=args, force=True, **kwargs)
+    except Exception as e:  # orbax, tensorstore and the file system raise many types
+      raise CheckpointError(
+        f"step {step}: saving {manager.directory}/{step} failed ({one_line(e)}); the earlier "
+        "steps are intact."
+      ) from e
 
   def best_value(self) -> float | None:
     """The ``best_metric`` of the step kept in ``best/``, or None before the first."""
-    step = self.best.best_step()
-    if step is None:
-      return None
-    metrics = self.best.metrics(step) or {}
-    return float(metrics[self.best_metric]) if self.best_metric in metrics else None
+    if self._best_value is None:
+      step = self.best.best_step()
+      metrics = (self.best.metrics(step) or {}) if step is not None else {}
+      if self.best_metric in metrics:
+        self._best_value = float(metrics[self.best_metric])
+    return self._best_value
 
   def save_if_best(self, step: int, state, metrics: dict[str, float]) -> bool:
-    """Writes ``state``'s model to ``best/`` when ``metrics[best_metric]`` beats the kept one."""
+    """Writes ``state``'s model to ``best/`` when ``metrics[best_metric]`` beats the kept one.
+
+    The comparison uses the value remembered from the last best save, so a save still in
+    flight counts. Steps of ``best/`` at or after ``step`` (left by an interrupted run, see
+    ``restore_or_initialize``) are beaten by this value too and are deleted first, so that a
+    resumed run never meets its own step number there.
+    """
     value = float(metrics[self.best_metric])
     best = self.best_value()
     if best is not None and not value > best:
       return False
-    self.best.save(
+    for stale in [s for s in self.best.all_steps() if s >= step]:
+      logging.warning(
+        "replacing %s/%d of an interrupted run: step %d's %s %.4f beats it.",
+        self.best.directory,
+        stale,
+        step,
+        self.best_metric,
+        value,
+      )
+      self.best.delete(stale)
+    self._save(
+      self.best,
       step,
-      args=ocp.args.Composite(**{MODEL_ITEM: ocp.args.StandardSave(self._model_item(state))}),
+      ocp.args.Composite(**{MODEL_ITEM: ocp.args.StandardSave(self._model_item(state))}),
       metrics={self.best_metric: value},
-      force=True,
     )
+    self._best_value = value
     logging.info("best %s so far: %.4f at step %d", self.best_metric, value, step)
     return True
 

@@ -4,8 +4,11 @@
 started as ``python -m sdpal_jax.X`` or as the ``sdpal-X`` console script:
 
 - ``--help`` lists the command's own flags under either name;
-- a bad flag or a user error (``SdpalError``) prints one ``error: ...`` line
-  and exits with status 2; success exits 0 (or the status ``main`` returns);
+- a bad flag or a user error (``SdpalError``, or an ``OSError`` of the file
+  system such as a full disk or a missing permission) prints one
+  ``error: ...`` line and exits with status 2; with ``--verbosity`` the
+  traceback is printed above it; success exits 0 (or the status ``main``
+  returns);
 - library INFO logging (absl, orbax, TensorFlow) is off unless
   ``--verbosity`` (``-v``) is given, so the console shows the command's own
   progress lines.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 
 from sdpal_jax.errors import SdpalError
@@ -34,8 +38,25 @@ def _resolve_config_argument(argv: list[str]) -> list[str]:
 
 
 def _fail(message: str) -> None:
-  print(f"error: {message}", file=sys.stderr)
+  print(f"error: {' '.join(message.split())}", file=sys.stderr)  # one line, whatever it holds
   sys.exit(2)
+
+
+def _text(error: BaseException) -> str:
+  """The message itself: ``str(KeyError("x"))`` is the repr ``"'x'"`` (quotes, ``\\n``)."""
+  if isinstance(error, KeyError) and len(error.args) == 1 and isinstance(error.args[0], str):
+    return error.args[0]
+  return str(error)
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+  """Exceptions a user causes (files, disks, checkpoints that do not match), besides SdpalError."""
+  types: list[type[BaseException]] = [SdpalError, OSError]
+  if "flax" in sys.modules:  # e.g. ScopeParamShapeError: weights of another model
+    from flax import errors as flax_errors  # noqa: PLC0415
+
+    types.append(flax_errors.FlaxError)
+  return tuple(types)
 
 
 def run(
@@ -82,7 +103,7 @@ def run(
       _fail(f"{e} (see --help)")
     except (AttributeError, KeyError, TypeError, ValueError) as e:
       # ml_collections reports a bad --config.field=value override this way.
-      _fail(f"bad command-line value: {e} (see --help)")
+      _fail(f"bad command-line value: {_text(e)} (see --help)")
     except SdpalError as e:
       _fail(str(e))
 
@@ -92,10 +113,15 @@ def run(
       import logging as std_logging  # noqa: PLC0415
 
       std_logging.getLogger().setLevel(std_logging.WARNING)
+    verbose = flag_values["verbosity"].present
     try:
       status = main(argv)
-    except SdpalError as e:
-      _fail(str(e))
+    except _user_error_types() as e:
+      if verbose:
+        traceback.print_exc()
+      hint = "" if verbose else " (--verbosity=1 prints the traceback)"
+      own = isinstance(e, SdpalError)
+      _fail(f"{_text(e)}{hint if not own or e.__cause__ is not None else ''}")
     sys.exit(status or 0)
 
   app.run(guarded, flags_parser=parse)
