@@ -17,6 +17,7 @@ gradients for wide kernels: much faster training on XLA:CPU); ``"auto"`` is
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -175,3 +176,56 @@ def conv1x1(
     **conv_initializers(weight_init, fan_in),
     **conv_kwargs(conv_impl),
   )
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvSettings:
+  """What every convolution of a network shares, set once (``SDPAL`` builds it from its fields).
+
+  ``bn``: BatchNorm keyword arguments as ``((name, value), ...)`` (hashable, as
+  flax attributes should be); ``dtype``: compute dtype; ``weight_init``,
+  ``conv_impl``: as ``ConvBN``'s (module docstring).
+  """
+
+  bn: tuple[tuple[str, float], ...] = ()
+  dtype: Any = jnp.float32
+  weight_init: str = "flax"
+  conv_impl: str = convolution.DEFAULT_CONV_IMPL
+
+  def conv_bn(
+    self,
+    features: int,
+    kernel_size: int = 3,
+    strides: int = 1,
+    dilation: int = 1,
+    *,
+    name: str,
+    relu: bool = True,
+    use_bias: bool = False,
+  ) -> ConvBN:
+    """A ``ConvBN`` with these settings."""
+    return ConvBN(
+      features,
+      kernel_size,
+      strides,
+      dilation,
+      use_bias=use_bias,
+      relu=relu,
+      bn=dict(self.bn),
+      dtype=self.dtype,
+      weight_init=self.weight_init,
+      conv_impl=self.conv_impl,
+      name=name,
+    )
+
+  def conv1x1(self, features: int, *, use_bias: bool, fan_in: int, name: str) -> nn.Conv:
+    """A pointwise ``nn.Conv`` with these settings (``fan_in``: its input channels)."""
+    return conv1x1(
+      features,
+      use_bias=use_bias,
+      dtype=self.dtype,
+      name=name,
+      weight_init=self.weight_init,
+      fan_in=fan_in,
+      conv_impl=self.conv_impl,
+    )

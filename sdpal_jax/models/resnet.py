@@ -9,13 +9,10 @@ backbone (the first block of a dilated stage uses half the dilation).
 
 from __future__ import annotations
 
-from typing import Any
-
 import flax.linen as nn
 import jax.numpy as jnp
 
-from sdpal_jax.models.layers import ConvBN
-from sdpal_jax.ops.convolution import DEFAULT_CONV_IMPL
+from sdpal_jax.models.layers import ConvSettings
 
 # depth -> (block kind, blocks per stage)
 STAGES = {
@@ -40,24 +37,16 @@ class BasicBlock(nn.Module):
   strides: int = 1
   dilation: int = 1
   downsample: bool = False
-  bn: dict | None = None
-  dtype: Any = jnp.float32
-  weight_init: str = "flax"
-  conv_impl: str = DEFAULT_CONV_IMPL
+  conv: ConvSettings = ConvSettings()
   expansion = 1
 
   @nn.compact
   def __call__(self, x, train: bool):
-    kw = {
-      "bn": self.bn,
-      "dtype": self.dtype,
-      "weight_init": self.weight_init,
-      "conv_impl": self.conv_impl,
-    }
-    y = ConvBN(self.planes, 3, self.strides, self.dilation, name="conv1", **kw)(x, train)
-    y = ConvBN(self.planes, 3, 1, 1, relu=False, name="conv2", **kw)(y, train)
+    conv = self.conv
+    y = conv.conv_bn(self.planes, 3, self.strides, self.dilation, name="conv1")(x, train)
+    y = conv.conv_bn(self.planes, 3, 1, 1, relu=False, name="conv2")(y, train)
     if self.downsample:
-      x = ConvBN(self.planes, 1, self.strides, relu=False, name="downsample", **kw)(x, train)
+      x = conv.conv_bn(self.planes, 1, self.strides, relu=False, name="downsample")(x, train)
     return nn.relu(y + x)
 
 
@@ -68,25 +57,17 @@ class Bottleneck(nn.Module):
   strides: int = 1
   dilation: int = 1
   downsample: bool = False
-  bn: dict | None = None
-  dtype: Any = jnp.float32
-  weight_init: str = "flax"
-  conv_impl: str = DEFAULT_CONV_IMPL
+  conv: ConvSettings = ConvSettings()
   expansion = 4
 
   @nn.compact
   def __call__(self, x, train: bool):
-    kw = {
-      "bn": self.bn,
-      "dtype": self.dtype,
-      "weight_init": self.weight_init,
-      "conv_impl": self.conv_impl,
-    }
-    y = ConvBN(self.planes, 1, name="conv1", **kw)(x, train)
-    y = ConvBN(self.planes, 3, self.strides, self.dilation, name="conv2", **kw)(y, train)
-    y = ConvBN(self.planes * 4, 1, relu=False, name="conv3", **kw)(y, train)
+    conv = self.conv
+    y = conv.conv_bn(self.planes, 1, name="conv1")(x, train)
+    y = conv.conv_bn(self.planes, 3, self.strides, self.dilation, name="conv2")(y, train)
+    y = conv.conv_bn(self.planes * 4, 1, relu=False, name="conv3")(y, train)
     if self.downsample:
-      x = ConvBN(self.planes * 4, 1, self.strides, relu=False, name="downsample", **kw)(x, train)
+      x = conv.conv_bn(self.planes * 4, 1, self.strides, relu=False, name="downsample")(x, train)
     return nn.relu(y + x)
 
 
@@ -102,26 +83,18 @@ class ResNet(nn.Module):
   base_channels: int = 64
   output_stride: int = 8
   contract_dilation: bool = True
-  bn: dict | None = None
-  dtype: Any = jnp.float32
-  weight_init: str = "flax"  # "flax" | "pytorch" (sdpal_jax.models.layers)
-  conv_impl: str = DEFAULT_CONV_IMPL  # "auto" | "xla" | "matmul_grads" (sdpal_jax.models.layers)
+  conv: ConvSettings = ConvSettings()
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> tuple[jnp.ndarray, ...]:
-    kw = {
-      "bn": self.bn,
-      "dtype": self.dtype,
-      "weight_init": self.weight_init,
-      "conv_impl": self.conv_impl,
-    }
+    conv = self.conv
     if self.deep_stem:
       half = self.stem_channels // 2
-      x = ConvBN(half, 3, 2, name="stem_0", **kw)(x, train)
-      x = ConvBN(half, 3, 1, name="stem_1", **kw)(x, train)
-      x = ConvBN(self.stem_channels, 3, 1, name="stem_2", **kw)(x, train)
+      x = conv.conv_bn(half, 3, 2, name="stem_0")(x, train)
+      x = conv.conv_bn(half, 3, 1, name="stem_1")(x, train)
+      x = conv.conv_bn(self.stem_channels, 3, 1, name="stem_2")(x, train)
     else:
-      x = ConvBN(self.stem_channels, 7, 2, name="stem", **kw)(x, train)
+      x = conv.conv_bn(self.stem_channels, 7, 2, name="stem")(x, train)
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
     kind, blocks = STAGES[self.depth]
@@ -144,8 +117,8 @@ class ResNet(nn.Module):
           strides=stride if first else 1,
           dilation=block_dilation,
           downsample=first and (stride != 1 or in_channels != out_channels),
+          conv=conv,
           name=f"layer{stage + 1}_{index}",
-          **kw,
         )(x, train)
         in_channels = out_channels
       outputs.append(x)

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from sdpal_jax import ops
 from sdpal_jax.errors import SdpalError
 from sdpal_jax.model_config import validate_model_config
-from sdpal_jax.models.layers import ConvBN, conv1x1
+from sdpal_jax.models.layers import ConvSettings
 from sdpal_jax.models.resnet import ResNet
 from sdpal_jax.ops.convolution import DEFAULT_CONV_IMPL
 from sdpal_jax.ops.correlation import DEFAULT_SIMILARITY_CACHE_MIB
@@ -40,31 +40,21 @@ class MOPC(nn.Module):
 
   backbone: ResNet
   feature_channels: int = 512
-  bn: dict | None = None
-  dtype: Any = jnp.float32
-  weight_init: str = "flax"
-  conv_impl: str = DEFAULT_CONV_IMPL
+  conv: ConvSettings = ConvSettings()
 
   @nn.compact
   def __call__(self, images, train: bool):
     _, f1, f2, f3 = self.backbone(images, train)
-    kw = {
-      "bn": self.bn,
-      "dtype": self.dtype,
-      "weight_init": self.weight_init,
-      "conv_impl": self.conv_impl,
-    }
     aligned = [
-      ConvBN(self.feature_channels, 3, name=f"align{i + 1}", **kw)(f, train)
+      self.conv.conv_bn(self.feature_channels, 3, name=f"align{i + 1}")(f, train)
       for i, f in enumerate((f1, f2, f3))
     ]
     target = aligned[0].shape[1:3]
     aligned = [
       a if a.shape[1:3] == target else ops.resize_bilinear_align_corners(a, target) for a in aligned
     ]
-    return ConvBN(self.feature_channels, 3, name="fusion", **kw)(
-      jnp.concatenate(aligned, -1), train
-    )
+    fusion = self.conv.conv_bn(self.feature_channels, 3, name="fusion")
+    return fusion(jnp.concatenate(aligned, -1), train)
 
 
 class MOAP(nn.Module):
@@ -80,10 +70,7 @@ class MOAP(nn.Module):
   walk_restart: float = 0.3
   walk_threshold: float = 0.4
   walk_options: tuple = ()
-  bn: dict | None = None
-  dtype: Any = jnp.float32
-  weight_init: str = "flax"
-  conv_impl: str = DEFAULT_CONV_IMPL
+  conv: ConvSettings = ConvSettings()
 
   @nn.compact
   def __call__(self, features, train: bool):
@@ -105,52 +92,30 @@ class MOAP(nn.Module):
       method=self.walk_method,
       **options,
     )
-    combined = jnp.concatenate([f, residual, walked], axis=-1).astype(self.dtype)
-    return ConvBN(
-      self.feature_channels,
-      1,
-      bn=self.bn,
-      dtype=self.dtype,
-      weight_init=self.weight_init,
-      conv_impl=self.conv_impl,
-      name="fuse",
-    )(combined, train)
+    combined = jnp.concatenate([f, residual, walked], axis=-1).astype(self.conv.dtype)
+    return self.conv.conv_bn(self.feature_channels, 1, name="fuse")(combined, train)
 
 
 class DPAL(nn.Module):
   """Difference pattern adaptive learning: differential attention + refinement, both residual."""
 
   num_heads: int = 8
-  bn: dict | None = None
-  dtype: Any = jnp.float32
-  weight_init: str = "flax"
-  conv_impl: str = DEFAULT_CONV_IMPL
+  conv: ConvSettings = ConvSettings()
 
   @nn.compact
   def __call__(self, x, train: bool):
     b, h, w, c = x.shape
     flat = x.reshape(b, h * w, c)
-    pointwise = {
-      "dtype": self.dtype,
-      "weight_init": self.weight_init,
-      "fan_in": c,
-      "conv_impl": self.conv_impl,
-    }
+    conv = self.conv
     q1, k1, q2, k2, v = (
-      conv1x1(c, use_bias=False, name=name, **pointwise)(flat)
+      conv.conv1x1(c, use_bias=False, fan_in=c, name=name)(flat)
       for name in ("to_q1", "to_k1", "to_q2", "to_k2", "to_v")
     )
     attended = ops.differential_attention(q1, k1, q2, k2, v, self.num_heads)
-    x = x + conv1x1(c, use_bias=True, name="unify", **pointwise)(attended).reshape(b, h, w, c)
-    kw = {
-      "bn": self.bn,
-      "dtype": self.dtype,
-      "use_bias": True,
-      "weight_init": self.weight_init,
-      "conv_impl": self.conv_impl,
-    }
-    refined = ConvBN(c, 3, name="refine1", **kw)(x, train)
-    refined = ConvBN(c, 3, name="refine2", **kw)(refined, train)
+    unify = conv.conv1x1(c, use_bias=True, fan_in=c, name="unify")
+    x = x + unify(attended).reshape(b, h, w, c)
+    refined = conv.conv_bn(c, 3, use_bias=True, name="refine1")(x, train)
+    refined = conv.conv_bn(c, 3, use_bias=True, name="refine2")(refined, train)
     return x + refined
 
 
@@ -159,21 +124,12 @@ class DoubleConv(nn.Module):
 
   features: int
   mid_features: int | None = None
-  bn: dict | None = None
-  dtype: Any = jnp.float32
-  weight_init: str = "flax"
-  conv_impl: str = DEFAULT_CONV_IMPL
+  conv: ConvSettings = ConvSettings()
 
   @nn.compact
   def __call__(self, x, train: bool):
-    kw = {
-      "bn": self.bn,
-      "dtype": self.dtype,
-      "weight_init": self.weight_init,
-      "conv_impl": self.conv_impl,
-    }
-    x = ConvBN(self.mid_features or self.features, 3, name="conv1", **kw)(x, train)
-    return ConvBN(self.features, 3, name="conv2", **kw)(x, train)
+    x = self.conv.conv_bn(self.mid_features or self.features, 3, name="conv1")(x, train)
+    return self.conv.conv_bn(self.features, 3, name="conv2")(x, train)
 
 
 def _up_and_concat(x, skip):
@@ -192,39 +148,23 @@ class Decoder(nn.Module):
   """The release's small U-Net: ``[B, h, w, C] -> [B, H_out, W_out]`` logits."""
 
   channels: tuple[int, int, int, int] = (64, 128, 256, 256)
-  bn: dict | None = None
-  dtype: Any = jnp.float32
-  weight_init: str = "flax"
-  conv_impl: str = DEFAULT_CONV_IMPL
+  conv: ConvSettings = ConvSettings()
 
   @nn.compact
   def __call__(self, x, output_size: tuple[int, int], train: bool):
     c0, c1, c2, c3 = self.channels
-    kw = {
-      "bn": self.bn,
-      "dtype": self.dtype,
-      "weight_init": self.weight_init,
-      "conv_impl": self.conv_impl,
-    }
-    x1 = DoubleConv(c0, name="inc", **kw)(x, train)
-    x2 = DoubleConv(c1, name="down1", **kw)(_max_pool_2x2(x1), train)
-    x3 = DoubleConv(c2, name="down2", **kw)(_max_pool_2x2(x2), train)
-    x4 = DoubleConv(c3, name="down3", **kw)(_max_pool_2x2(x3), train)
+    conv = self.conv
+    x1 = DoubleConv(c0, name="inc", conv=conv)(x, train)
+    x2 = DoubleConv(c1, name="down1", conv=conv)(_max_pool_2x2(x1), train)
+    x3 = DoubleConv(c2, name="down2", conv=conv)(_max_pool_2x2(x2), train)
+    x4 = DoubleConv(c3, name="down3", conv=conv)(_max_pool_2x2(x3), train)
     y = _up_and_concat(x4, x3)
-    y = DoubleConv(c1, y.shape[-1] // 2, name="up1", **kw)(y, train)
+    y = DoubleConv(c1, y.shape[-1] // 2, name="up1", conv=conv)(y, train)
     y = _up_and_concat(y, x2)
-    y = DoubleConv(c0, y.shape[-1] // 2, name="up2", **kw)(y, train)
+    y = DoubleConv(c0, y.shape[-1] // 2, name="up2", conv=conv)(y, train)
     y = _up_and_concat(y, x1)
-    y = DoubleConv(c0, y.shape[-1] // 2, name="up3", **kw)(y, train)
-    logits = conv1x1(
-      1,
-      use_bias=True,
-      dtype=self.dtype,
-      name="outc",
-      weight_init=self.weight_init,
-      fan_in=y.shape[-1],
-      conv_impl=self.conv_impl,
-    )(y)
+    y = DoubleConv(c0, y.shape[-1] // 2, name="up3", conv=conv)(y, train)
+    logits = self.conv.conv1x1(1, use_bias=True, fan_in=y.shape[-1], name="outc")(y)
     logits = ops.resize_bilinear_align_corners(logits.astype(jnp.float32), output_size)
     return logits[..., 0]
 
@@ -258,6 +198,13 @@ class SDPAL(nn.Module):
   conv_impl: str = DEFAULT_CONV_IMPL
   bn: tuple = (("momentum", 0.9), ("epsilon", 1e-5))
 
+  @property
+  def conv_settings(self) -> ConvSettings:
+    """What every convolution below shares: ``bn``, ``dtype``, ``weight_init``, ``conv_impl``."""
+    return ConvSettings(
+      bn=tuple(self.bn), dtype=self.dtype, weight_init=self.weight_init, conv_impl=self.conv_impl
+    )
+
   @nn.compact
   def __call__(self, images: jnp.ndarray, *, train: bool) -> jnp.ndarray:
     smallest = 8 * self.output_stride  # the decoder halves the feature map three times
@@ -266,13 +213,7 @@ class SDPAL(nn.Module):
         f"input of {images.shape[1]}x{images.shape[2]} pixels is too small for output stride "
         f"{self.output_stride}: both sides must be at least {smallest} pixels."
       )
-    bn = dict(self.bn)
-    kw = {
-      "bn": bn,
-      "dtype": self.dtype,
-      "weight_init": self.weight_init,
-      "conv_impl": self.conv_impl,
-    }
+    conv = self.conv_settings
     backbone = ResNet(
       self.backbone_depth,
       self.deep_stem,
@@ -281,11 +222,11 @@ class SDPAL(nn.Module):
       self.output_stride,
       self.contract_dilation,
       name="backbone",
-      **kw,
+      conv=conv,
     )
     output_size = self.output_size or images.shape[1:3]
     x = images.astype(self.dtype)
-    f = MOPC(backbone, self.feature_channels, name="mopc", **kw)(x, train)
+    f = MOPC(backbone, self.feature_channels, name="mopc", conv=conv)(x, train)
     f = MOAP(
       self.feature_channels,
       self.walk_method,
@@ -294,10 +235,10 @@ class SDPAL(nn.Module):
       self.walk_threshold,
       self.walk_options,
       name="moap",
-      **kw,
+      conv=conv,
     )(f, train)
-    f = DPAL(self.attention_heads, name="dpal", **kw)(f, train)
-    return Decoder(self.decoder_channels, name="decoder", **kw)(f, tuple(output_size), train)
+    f = DPAL(self.attention_heads, name="dpal", conv=conv)(f, train)
+    return Decoder(self.decoder_channels, name="decoder", conv=conv)(f, tuple(output_size), train)
 
 
 def build_model(config: ml_collections.ConfigDict) -> SDPAL:
