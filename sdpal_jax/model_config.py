@@ -7,13 +7,10 @@ transformation that produced the weights.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import ml_collections
 
 from sdpal_jax.errors import ConfigError
 from sdpal_jax.ops.correlation import DEFAULT_BLOCK_SIZE, DEFAULT_SIMILARITY_CACHE_MIB
-
-if TYPE_CHECKING:
-  import ml_collections
 
 WALK_METHODS = ("dense", "blocked", "sampled")
 NORMALIZATIONS = ("raw", "imagenet")
@@ -24,78 +21,64 @@ INITS = ("flax", "pytorch")
 CONV_IMPLS = ("auto", "xla", "matmul_grads")  # sdpal_jax.ops.convolution.CONV_IMPLS
 
 
-def default_model_fields() -> dict[str, Any]:
-  """``default_model_config``'s fields as a plain nested dict.
-
-  Needs no ml_collections: ``tools/benchmark.py`` builds the network from it on
-  GPU machines that have jax/flax/optax but not ml_collections (``build_model``
-  and ``validate_model_config`` only read fields by attribute and ``get``).
-  """
-  return {
-    # MOPC: backbone and feature alignment.
-    "backbone_depth": 101,
-    "deep_stem": True,  # "v1c": three 3x3 convs instead of one 7x7.
-    "stem_channels": 64,
-    "base_channels": 64,
-    "output_stride": 8,
-    "contract_dilation": True,
-    "feature_channels": 512,  # width of the aligned / fused correlation map.
-    # MOAP: neighbouring-pixel residual and random walk with restart.
-    "walk": {
-      "method": "dense",  # dense | blocked | sampled
-      "steps": 3,
-      "restart": 0.3,  # 1 - a; the release's walk_restart_prob=0.7 is a.
-      "threshold": 0.4,
-      "block_size": DEFAULT_BLOCK_SIZE,  # "blocked": nodes per block; holds O(N x block_size) similarities.
-      # "blocked", inference only: keep the distinct block pairs' similarities (~B N^2 / 2
-      # floats for the batch) across the walk steps when they fit in this many MiB: 3.5
-      # instead of 4.5 N^2 D multiply-adds for 3 steps. 0: recompute them every step (as
-      # training always does). Configs without the field get this default.
-      "similarity_cache_mib": DEFAULT_SIMILARITY_CACHE_MIB,
-      "num_landmarks": 1024,  # "sampled" only: nodes sampled per walk step.
-      # "sampled" only: sampled | exact (unbiased, one O(N^2) pass).
-      "row_normalization": "sampled",
-    },
-    # DPAL: differential attention.
-    "attention_heads": 8,
-    # Decoder: U-Net widths (inc, down1, down2, down3); ups mirror them.
-    "decoder_channels": (64, 128, 256, 256),
-    # Output logits at the input's size (None) or a fixed (H, W) as the release.
-    "output_size": None,
-    # Numerics.
-    "dtype": "float32",  # compute dtype; params stay float32.
-    # Initialisation of every conv: "flax" (LeCun-normal kernels, zero biases) or
-    # "pytorch" (torch's defaults, which the release never overrides: kernels and
-    # biases uniform in +-1/sqrt(fan_in)); a converted backbone replaces the backbone's.
-    "init": "flax",
-    # How convolutions and their gradients are computed (same parameters, same results
-    # to float rounding): "xla" (lax.conv_general_dilated, jax's gradients),
-    # "matmul_grads" (sdpal_jax.ops.conv2d: 1x1 convs as matrix products, matrix-product
-    # kernel gradients for wide kernels; ~2x faster training on XLA:CPU, see
-    # docs/performance.md "CPU convolution gradients") or "auto" (matmul_grads on the
-    # CPU backend, xla on GPU/TPU). Configs without the field get this default.
-    "conv_impl": "auto",
-    "bn_momentum": 0.9,  # flax convention: torch momentum 0.1.
-    "bn_epsilon": 1e-5,
-  }
-
-
 def default_model_config() -> ml_collections.ConfigDict:
   """The SDPAL network as the PyTorch release builds it.
 
   GCLion/SDPAL ``sdpal.py`` ``FakeLocator`` on the ``resnet.py`` backbone
   (ResNet-101 v1c, output stride 8), except ``output_size`` (see
-  ``release_model_config``). The fields: ``default_model_fields``.
+  ``release_model_config``).
 
   Returns:
     A ConfigDict; every hyper-parameter of the network lives here.
   """
-  import ml_collections  # noqa: PLC0415 (default_model_fields needs none)
-
-  fields = default_model_fields()
-  # A typed None, so that --config.model.output_size="(H, W)" can set it from the command line.
-  fields["output_size"] = ml_collections.config_dict.placeholder(tuple)
-  return ml_collections.ConfigDict(fields)
+  c = ml_collections.ConfigDict()
+  # MOPC: backbone and feature alignment.
+  c.backbone_depth = 101
+  c.deep_stem = True  # "v1c": three 3x3 convs instead of one 7x7.
+  c.stem_channels = 64
+  c.base_channels = 64
+  c.output_stride = 8
+  c.contract_dilation = True
+  c.feature_channels = 512  # width of the aligned / fused correlation map.
+  # MOAP: neighbouring-pixel residual and random walk with restart.
+  c.walk = ml_collections.ConfigDict()
+  c.walk.method = "dense"  # dense | blocked | sampled
+  c.walk.steps = 3
+  c.walk.restart = 0.3  # 1 - a; the release's walk_restart_prob=0.7 is a.
+  c.walk.threshold = 0.4
+  # "blocked": nodes per block; holds O(N x block_size) similarities.
+  c.walk.block_size = DEFAULT_BLOCK_SIZE
+  # "blocked", inference only: keep the distinct block pairs' similarities (~B N^2 / 2
+  # floats for the batch) across the walk steps when they fit in this many MiB: 3.5
+  # instead of 4.5 N^2 D multiply-adds for 3 steps. 0: recompute them every step (as
+  # training always does). Configs without the field get this default.
+  c.walk.similarity_cache_mib = DEFAULT_SIMILARITY_CACHE_MIB
+  c.walk.num_landmarks = 1024  # "sampled" only: nodes sampled per walk step.
+  # "sampled" only: sampled | exact (unbiased, one O(N^2) pass).
+  c.walk.row_normalization = "sampled"
+  # DPAL: differential attention.
+  c.attention_heads = 8
+  # Decoder: U-Net widths (inc, down1, down2, down3); ups mirror them.
+  c.decoder_channels = (64, 128, 256, 256)
+  # Output logits at the input's size (None) or a fixed (H, W) as the release; a typed
+  # None, so that --config.model.output_size="(H, W)" can set it from the command line.
+  c.output_size = ml_collections.config_dict.placeholder(tuple)
+  # Numerics.
+  c.dtype = "float32"  # compute dtype; params stay float32.
+  # Initialisation of every conv: "flax" (LeCun-normal kernels, zero biases) or
+  # "pytorch" (torch's defaults, which the release never overrides: kernels and
+  # biases uniform in +-1/sqrt(fan_in)); a converted backbone replaces the backbone's.
+  c.init = "flax"
+  # How convolutions and their gradients are computed (same parameters, same results
+  # to float rounding): "xla" (lax.conv_general_dilated, jax's gradients),
+  # "matmul_grads" (sdpal_jax.ops.conv2d: 1x1 convs as matrix products, matrix-product
+  # kernel gradients for wide kernels; faster training on XLA:CPU, measured in
+  # docs/performance.md) or "auto" (matmul_grads on the CPU backend, xla on GPU/TPU).
+  # Configs without the field get this default.
+  c.conv_impl = "auto"
+  c.bn_momentum = 0.9  # flax convention: torch momentum 0.1.
+  c.bn_epsilon = 1e-5
+  return c
 
 
 def release_model_config() -> ml_collections.ConfigDict:
@@ -113,8 +96,6 @@ def default_preprocess_config() -> ml_collections.ConfigDict:
   the release does; "imagenet" subtracts the ImageNet mean and divides by the
   std (in 0..255 units).
   """
-  import ml_collections  # noqa: PLC0415
-
   c = ml_collections.ConfigDict()
   c.image_size = (256, 256)
   c.normalization = "raw"
