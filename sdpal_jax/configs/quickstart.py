@@ -1,24 +1,22 @@
 """The embedded default: SDPAL on the locally generated synthetic_forgery set, on a 2-core CPU.
 
+  bash tools/quickstart.sh     # or: sdpal-train --config quickstart --workdir W
+
 A ResNet-18 (deep stem, output stride 8) backbone and a 64-channel
 correlation map keep the release's structure (MOPC, MOAP with the full
 random walk, DPAL, U-Net decoder) at a size a laptop CPU trains in minutes.
+``base_channels=32`` halves every backbone width: steps are much faster than
+at 64 for the same F1 after the same time. The tampered pixels are weighted in
+the BCE (with a Dice term) because they are few; without it the F1 at the 0.5
+threshold stays near 0.
+
 Variants (the config argument, comma separated): ``tpu`` a wider model and
 batch for 8 TPU cores (bfloat16 compute); ``bf16`` bfloat16 compute with the
 CPU model (parameters stay float32).
 
-Width: ``base_channels=32`` halves every backbone width (2.5x faster steps
-than 64 on the 2-core CPU at the same F1 after the same time). Steps: 1200
-on ``synthetic_forgery`` 2.0.0 (2400 before it). tools/quickstart.sh, measured
-on 2026-11-26 on an idle 2-core Intel Xeon ("Intel(R) Xeon(R) Processor"):
-13.4 minutes end to end from an empty data dir (data build 48 s; training
-1.69 steps/s averaged, validation and compilation included); on the same box
-shared with another job: 20.5 minutes (1.09 steps/s); on 2026-11-27, unshared
-but with the box in a slower state: 20.7 minutes including the install (1.11
-steps/s). Test pixel F1 0.28 / AUC
-0.81 on its own generated test split; on real forgeries pixel AUC / F1
-0.66 / 0.21 on CASIA v1 and 0.75 / 0.30 on COVERAGE (dataset protocol, native
-resolution; docs/results/real_data).
+Time end to end and the scores on the generated test split:
+docs/performance.md ("The quickstart, end to end"); on real forgeries (CASIA
+v1, COVERAGE): docs/results/real_data.
 """
 
 from sdpal_jax.configs.common import base_config, parse_variants

@@ -79,8 +79,8 @@ class MOAP(nn.Module):
     nodes = jnp.concatenate([f, residual], axis=-1)
     options = dict(self.walk_options)
     if train and "similarity_cache_mib" in options:
-      # Under jax.grad the cached similarities' cotangents cost ~6x the cache
-      # (XLA temp 5.3 instead of 1.95 GB at 128x128 nodes): training recomputes them.
+      # Under jax.grad the cached similarities' cotangents cost several times the
+      # cache (docs/performance.md): training recomputes them.
       options["similarity_cache_mib"] = 0
     if self.walk_method == "sampled":
       options["key"] = self.make_rng("walk")

@@ -4,11 +4,10 @@ XLA:CPU (jax 0.10) runs forward convolutions well (YNNPACK), but ``jax.grad``
 of ``lax.conv_general_dilated`` produces a kernel-gradient convolution whose
 "kernel" is the whole output gradient (``window_strides`` = the forward
 dilation, ``rhs_dilation`` = the forward stride, batch and feature dimensions
-swapped), and that one is slow: 5-10x the forward for 1x1 kernels, ~2-3x for
-3x3 kernels with many channels (docs/performance.md, "CPU convolution
-gradients"). ``conv2d`` with
-``impl="matmul_grads"`` computes the same values and gradients with operations
-XLA:CPU is fast at, where they measured faster:
+swapped), and that one is several times slower than the forward, most for
+1x1 kernels (docs/performance.md, "CPU convolution gradients"). ``conv2d``
+with ``impl="matmul_grads"`` computes the same values and gradients with
+operations XLA:CPU is fast at, where they measured faster:
 
 Shapes: ``x [B, H, W, C]``, ``kernel [kh, kw, C, O]`` (flax's HWIO),
 ``y [B, Ho, Wo, O]``. Per spatial axis: stride ``s``, dilation ``d``, padding
@@ -120,7 +119,7 @@ def _out_hw(x_shape, kernel_shape, strides, padding, dilation):
 def _pointwise(x, kernel, strides, padding, precision=None):
   """A 1x1 convolution: the strided view as ``[B Ho Wo, C]`` times ``kernel`` as ``[C, O]``.
 
-  Two-dimensional on purpose: XLA:CPU ran the gradients of this form 1.1-2x faster
+  Two-dimensional on purpose: XLA:CPU ran the gradients of this form faster
   than those of the same product written over ``[B, Ho, Wo, C]``.
   """
   out_hw = _out_hw(x.shape, kernel.shape, strides, padding, (1, 1))

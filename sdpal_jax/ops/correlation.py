@@ -469,12 +469,11 @@ def random_walk_with_restart(
       (blocked; default 1024): when the whole batch's distinct block-pair
       similarities (B x ``similarity_cache_bytes(H*W, block_size)``, about
       B N^2 / 2 floats) fit in this many MiB, they are computed once and
-      reused by every step (3.5 instead of 4.5 N^2 D multiply-adds for 3 steps:
-      ~1.2x faster measured at 128x128 nodes on a 2-core Intel Xeon), else
-      recomputed each step; 0 always recomputes (O(N x block_size) memory,
-      gradients included). Under ``jax.grad`` the cache's cotangents are
-      held too (XLA temp 5.3 instead of 1.95 GB at 128x128 nodes, D = 1024):
-      the model passes 0 when training.
+      reused by every step (3.5 instead of 4.5 N^2 D multiply-adds for 3
+      steps), else recomputed each step; 0 always recomputes (O(N x
+      block_size) memory, gradients included). Under ``jax.grad`` the cache's
+      cotangents are held too, several times the cache's size: the model
+      passes 0 when training (docs/performance.md has both measurements).
 
   Returns:
     ``[B, H, W, D]``: G, the walk-weighted aggregate of the node features.
