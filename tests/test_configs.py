@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from sdpal_jax import configs, train, train_state
+from sdpal_jax.datasets.sources import dataset_spec
 from sdpal_jax.errors import ConfigError
 from sdpal_jax.models import build_model, init_model
 
@@ -163,6 +164,13 @@ def test_tampcoco_subsets_pick_their_builder_config():
   assert load_config("tampcoco", "bcmc,tpu").data.dataset == "tampcoco/bcmc"
   with pytest.raises(ConfigError, match="unknown config variant 'xyz'"):
     load_config("tampcoco", "xyz")
+
+
+def test_imd2020_trains_and_validates_on_the_tampered_photos_only_as_the_release():
+  c = load_config("imd2020")
+  assert c.data.dataset == "imd2020/tampered"
+  assert c.evals[0].dataset == ""  # validation: data.dataset's eval split, tampered only too
+  assert dataset_spec(c.data.dataset, c.data.eval_split) == "imd2020/tampered:validation"
 
 
 @pytest.mark.parametrize("name", PAPER)

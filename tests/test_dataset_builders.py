@@ -196,6 +196,22 @@ def test_imd2020_keeps_each_photo_with_its_original_and_mask(tmp_path):
         }
 
 
+def test_imd2020_tampered_config_leaves_the_originals_out_of_the_same_splits(tmp_path):
+  root = tmp_path / "manual"
+  for i in range(5):
+    folder = root / f"{i:04d}_src"
+    _photo(folder / f"id{i}_orig.jpg", i)
+    _photo(folder / f"id{i}_0.jpg", 10 + i)
+    _mask(folder / f"id{i}_0_mask.png", slice(0, i + 1))
+  _, every = _build("imd2020", root, tmp_path / "data")
+  _, tampered = _build("imd2020/tampered", root, tmp_path / "data")
+  for split, examples in every.items():
+    names = {e["file_name"].decode() for e in examples if e["tampered"] == 1}
+    assert {e["file_name"].decode() for e in tampered[split]} == names, split
+  assert all(e["tampered"] == 1 for s in tampered.values() for e in s)
+  assert sum(len(s) for s in tampered.values()) == 5
+
+
 def test_fantastic_reality_cocoglide_and_realistic_tampering_layouts(tmp_path):
   fr = tmp_path / "fr"
   for i in range(3):

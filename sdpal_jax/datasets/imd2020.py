@@ -18,10 +18,16 @@ original's, so photos are split by their folder: ``train`` / ``validation`` /
 original never straddle splits. Masks of another size than their photo (one in
 the release, listed by SunnyHaze/IML-Dataset-Corrections): see
 :func:`common.screen_mask_sizes`.
+
+Configs: ``imd2020`` (= ``imd2020/default``) holds the manipulated photos and
+their originals (all-zero masks); ``imd2020/tampered`` the manipulated photos
+only, in the same splits, as the SDPAL release trains and validates
+(``IMD2020_tamp_{train,valid}.lst``, its main.py L184, L192).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import tensorflow_datasets as tfds
@@ -29,8 +35,24 @@ import tensorflow_datasets as tfds
 from sdpal_jax.datasets import common
 
 
+@dataclasses.dataclass
+class Imd2020Config(tfds.core.BuilderConfig):
+  """``tampered_only``: leave the ``*_orig`` photos out."""
+
+  tampered_only: bool = False
+
+
 class Imd2020(common.ForgeryBuilder):
   """IMD2020: ``*_orig`` authentic, every other photo manipulated with ``<stem>_mask.png``."""
+
+  BUILDER_CONFIGS = [
+    Imd2020Config(name="default", description="Manipulated photos and their originals."),
+    Imd2020Config(
+      name="tampered",
+      tampered_only=True,
+      description="Manipulated photos only (the SDPAL release's IMD2020_tamp lists).",
+    ),
+  ]
 
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Unpack "IMD2020 - real-life manipulated images" into manual_dir (one folder per original):
@@ -60,7 +82,8 @@ Unpack "IMD2020 - real-life manipulated images" into manual_dir (one folder per 
         path = os.path.join(directory, name)
         split = common.hash_split(folder, fractions)
         if stem.lower().endswith("_orig"):
-          splits[split].append(common.Item(path))
+          if not self.builder_config.tampered_only:
+            splits[split].append(common.Item(path))
         else:
           splits[split].append(
             common.tampered_item(path, common.find_mask(directory, [stem + "_mask"]))
