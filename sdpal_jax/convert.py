@@ -20,8 +20,10 @@ import os
 from collections.abc import Sequence
 
 import ml_collections
+import orbax.checkpoint as ocp
+from absl import flags
 
-from sdpal_jax import checkpoint, model_config
+from sdpal_jax import checkpoint, cli, model_config, torch_import
 from sdpal_jax.errors import SdpalError
 
 BACKBONE_ITEM = checkpoint.BACKBONE_ITEM
@@ -29,8 +31,6 @@ BACKBONE_ITEM = checkpoint.BACKBONE_ITEM
 
 def convert_release(input_path: str, output_dir: str) -> str:
   """Release state dict -> checkpoint directory (config.json + checkpoints/0/model)."""
-  from sdpal_jax import torch_import  # noqa: PLC0415
-
   state_dict = torch_import.load_torch_state_dict(input_path)
   config = ml_collections.ConfigDict()
   config.model = model_config.release_model_config()
@@ -46,10 +46,6 @@ def convert_release(input_path: str, output_dir: str) -> str:
 
 def convert_backbone(input_path: str, output_dir: str, *, depth: int, deep_stem: bool) -> str:
   """ImageNet ResNet -> ``output_dir/backbone`` (orbax PyTree of {"params","batch_stats"})."""
-  import orbax.checkpoint as ocp  # noqa: PLC0415
-
-  from sdpal_jax import torch_import  # noqa: PLC0415
-
   state_dict = torch_import.load_torch_state_dict(input_path)
   variables = torch_import.convert_resnet_state_dict(
     state_dict, depth=depth, deep_stem=deep_stem, source=input_path
@@ -61,8 +57,6 @@ def convert_backbone(input_path: str, output_dir: str, *, depth: int, deep_stem:
 
 
 def _define_flags() -> None:
-  from absl import flags  # noqa: PLC0415
-
   flags.DEFINE_string("input", None, "PyTorch .pth state dict.")
   flags.DEFINE_string("output_dir", None, "Directory to write (created).")
   flags.DEFINE_enum("kind", "release", ["release", "backbone"], "What the file holds.")
@@ -74,8 +68,6 @@ def _define_flags() -> None:
 
 
 def main(argv: Sequence[str]) -> int:
-  from absl import flags  # noqa: PLC0415
-
   FLAGS = flags.FLAGS
   if len(argv) > 1:
     raise SdpalError(f"unexpected arguments {list(argv[1:])}; see --help.")
@@ -98,8 +90,6 @@ def main(argv: Sequence[str]) -> int:
 
 def run_main() -> None:
   """Console entry point (``sdpal-convert``)."""
-  from sdpal_jax import cli  # noqa: PLC0415
-
   cli.run(main, _define_flags)
 
 

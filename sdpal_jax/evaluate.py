@@ -69,9 +69,13 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from absl import flags
+
+from sdpal_jax import checkpoint, cli, reporting
+from sdpal_jax import figures as figures_lib
 from sdpal_jax import metrics as metrics_lib
 from sdpal_jax import perturbations as perturbations_lib
-from sdpal_jax import reporting
+from sdpal_jax.datasets import sources
 from sdpal_jax.errors import ConfigError, SdpalError
 from sdpal_jax.evaluator import (
   PROTOCOL_CHOICES,
@@ -81,23 +85,12 @@ from sdpal_jax.evaluator import (
   PredictorLike,
   validate_scoring_options,
 )
+from sdpal_jax.inference import Predictor
 
 __all__ = ["EvaluationError", "EvaluationRequest", "evaluate_datasets"]
 
 
-def _open_predictor(workdir: str, step: int | None = None, **options) -> PredictorLike:
-  """``Predictor.from_checkpoint`` (``options``: full_resolution, tile_size, tile_overlap)."""
-  try:
-    from sdpal_jax.inference import Predictor  # noqa: PLC0415 (pulls in JAX and the model)
-
-    return Predictor.from_checkpoint(workdir, step=step, **options)
-  except ImportError as e:
-    raise SdpalError(f"cannot load checkpoint {workdir}: a package module is missing ({e}).") from e
-
-
 def _saved_steps(workdir: str) -> list[int]:
-  from sdpal_jax import checkpoint  # noqa: PLC0415 (orbax)
-
   workdir = checkpoint.resolve_directory(workdir)
   if not os.path.isdir(workdir):
     raise SdpalError(f"{workdir}: no such checkpoint directory.")
@@ -141,8 +134,6 @@ def checkpoint_runs(workdirs, labels, step) -> list[tuple[str, Any, int | None]]
 
 def expand_specs(specs) -> list[str | tuple[str, Any]]:
   """Each IMDL-BenCo ``{name: path}`` JSON in ``specs`` becomes ``(name, path)`` per entry."""
-  from sdpal_jax.datasets import sources  # noqa: PLC0415
-
   expanded: list[str | tuple[str, Any]] = []
   for spec in specs:
     if not isinstance(spec, str):
@@ -274,9 +265,9 @@ class EvaluationRequest:
 
   def open_predictor(self, workdir: str, step: int | None) -> PredictorLike:
     """``Predictor.from_checkpoint`` of ``workdir`` at ``step`` with the request's input size."""
-    return _open_predictor(
+    return Predictor.from_checkpoint(
       workdir,
-      step,
+      step=step,
       full_resolution=self.full_resolution,
       tile_size=self.tile_size,
       tile_overlap=self.tile_overlap,
@@ -428,8 +419,6 @@ def _write_outputs(results, output_dir, spec_names, protocols, perturbations, la
 
 
 def _write_figures(output_dir, curves, grids) -> None:
-  from sdpal_jax import figures as figures_lib  # noqa: PLC0415 (matplotlib only when asked)
-
   figure_dir = os.path.join(output_dir, "figures")
   os.makedirs(figure_dir, exist_ok=True)
   for spec, by_label in curves.items():
@@ -458,8 +447,6 @@ def _file_safe(text: str) -> str:
 
 
 def _define_flags() -> None:
-  from absl import flags  # noqa: PLC0415
-
   flags.DEFINE_list("workdir", None, "Checkpoint directories (training workdirs or converted).")
   flags.DEFINE_list("labels", None, "Row labels, one per workdir (default: directory names).")
   flags.DEFINE_string(
@@ -509,8 +496,6 @@ def _define_flags() -> None:
 
 
 def main(argv: Sequence[str]) -> None:
-  from absl import flags  # noqa: PLC0415
-
   flag_values = flags.FLAGS
   # ``--perturb jpeg:50 blur:1`` leaves ``blur:1`` as a positional argument.
   extra = list(argv[1:])
@@ -530,8 +515,6 @@ def main(argv: Sequence[str]) -> None:
 
 def run_main() -> None:
   """Console entry point (``sdpal-evaluate``)."""
-  from sdpal_jax import cli  # noqa: PLC0415
-
   cli.run(main, _define_flags)
 
 

@@ -20,10 +20,10 @@ _MAX_CURVE_POINTS = 2000  # enough for a smooth line; keeps the PNG fast with 10
 
 def _pyplot():
   """matplotlib.pyplot on the Agg backend, imported on first use."""
-  import matplotlib  # noqa: PLC0415
+  import matplotlib  # noqa: PLC0415 (only when a figure is drawn: predict and evaluate start without it)
 
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # noqa: PLC0415
+  import matplotlib.pyplot as plt  # noqa: PLC0415 (after choosing the Agg backend)
 
   return plt
 

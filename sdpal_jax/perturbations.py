@@ -66,14 +66,14 @@ from sdpal_jax.errors import ConfigError
 
 def _eager(op, image: np.ndarray, *args) -> np.ndarray:
   """Runs an ``sdpal_jax.augment`` op on a NumPy photo (TensorFlow, eagerly)."""
-  import tensorflow as tf  # noqa: PLC0415
+  import tensorflow as tf  # noqa: PLC0415 (TensorFlow only once a perturbation runs)
 
   return op(tf.convert_to_tensor(np.asarray(image, np.uint8)), *args).numpy()
 
 
 def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
   """Re-encodes ``image`` as JPEG at ``quality`` (1..100; ``augment.jpeg``)."""
-  from sdpal_jax import augment  # noqa: PLC0415
+  from sdpal_jax import augment  # noqa: PLC0415 (TensorFlow: only once a perturbation runs)
 
   quality = int(quality)
   if not 1 <= quality <= 100:
@@ -83,7 +83,7 @@ def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
 
 def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
   """Gaussian blur with standard deviation ``sigma`` pixels (``augment.gaussian_blur``)."""
-  from sdpal_jax import augment  # noqa: PLC0415
+  from sdpal_jax import augment  # noqa: PLC0415 (TensorFlow: only once a perturbation runs)
 
   if sigma < 0:
     raise ConfigError(f"blur sigma {sigma} is negative.")
@@ -99,7 +99,7 @@ def noise_seed(seed: int) -> np.ndarray:
 
 def gaussian_noise(image: np.ndarray, std: float, seed: int = 0) -> np.ndarray:
   """Adds N(0, std^2) noise (0..255 units), rounds and clips (``augment.gaussian_noise``)."""
-  from sdpal_jax import augment  # noqa: PLC0415
+  from sdpal_jax import augment  # noqa: PLC0415 (TensorFlow: only once a perturbation runs)
 
   if std < 0:
     raise ConfigError(f"noise std {std} is negative.")

@@ -37,6 +37,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 
+from absl import flags
+
+from sdpal_jax import cli
+from sdpal_jax.convert import convert_backbone
 from sdpal_jax.errors import SdpalError
 
 URL = "https://download.openmmlab.com/pretrain/third_party/resnet101_v1c-e67eebb6.pth"
@@ -146,16 +150,12 @@ def fetch_and_convert(
   if sha256_prefix is not None:
     check_hash(path, sha256_prefix)
     log(f"SHA-256 of {os.path.basename(path)} starts with {sha256_prefix}: ok")
-  from sdpal_jax.convert import convert_backbone  # noqa: PLC0415
-
   written = convert_backbone(path, output_dir, depth=depth, deep_stem=True)
   log(f"wrote {written}")
   return output_dir
 
 
 def _define_flags() -> None:
-  from absl import flags  # noqa: PLC0415
-
   flags.DEFINE_string("output_dir", None, "Directory for the .pth and the converted backbone/.")
   flags.DEFINE_string(
     "input", None, f"A local copy of {FILENAME} (no download), e.g. fetched on another machine."
@@ -167,8 +167,6 @@ def _define_flags() -> None:
 
 
 def main(argv: Sequence[str]) -> int:
-  from absl import flags  # noqa: PLC0415
-
   FLAGS = flags.FLAGS
   if len(argv) > 1:
     raise SdpalError(f"unexpected arguments {list(argv[1:])}; see --help.")
@@ -183,8 +181,6 @@ def main(argv: Sequence[str]) -> int:
 
 def run_main() -> None:
   """Console entry point (``python -m sdpal_jax.pretrained``)."""
-  from sdpal_jax import cli  # noqa: PLC0415
-
   cli.run(main, _define_flags)
 
 

@@ -29,6 +29,7 @@ import numpy as np
 from flax import traverse_util
 
 from sdpal_jax.errors import CheckpointError
+from sdpal_jax.models import ResNet, build_model
 
 IGNORED_RELEASE_PREFIXES = ("mscc.decoder.",)
 IGNORED_SUFFIXES = ("num_batches_tracked",)
@@ -193,8 +194,6 @@ def convert_release_state_dict(
   source: str = "state dict",
 ) -> dict[str, Any]:
   """The release's ``FakeLocator`` state dict -> ``{"params", "batch_stats"}`` (NumPy)."""
-  from sdpal_jax.models import build_model  # noqa: PLC0415
-
   expected = _expected_variables(build_model(model_config))
   return _convert(
     state_dict, expected, _release_layer, ignored_prefixes=IGNORED_RELEASE_PREFIXES, source=source
@@ -211,8 +210,6 @@ def convert_resnet_state_dict(
   source: str = "state dict",
 ) -> dict[str, Any]:
   """An ImageNet ResNet (torchvision or mmcls v1c) -> backbone ``{"params", "batch_stats"}``."""
-  from sdpal_jax.models.resnet import ResNet  # noqa: PLC0415
-
   prefix = "backbone." if any(k.startswith("backbone.") for k in state_dict) else ""
   state_dict = {k[len(prefix) :] if k.startswith(prefix) else k: v for k, v in state_dict.items()}
   head_prefixes = ("fc.", "head.", "neck.")

@@ -26,15 +26,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import tensorflow_datasets as tfds
+from absl import flags
+
+import sdpal_jax.datasets  # noqa: F401 (registers the builders)
+from sdpal_jax import cli
 from sdpal_jax.errors import SdpalError
 
 
 def our_builders() -> list[str]:
   """The tfds names this package registers (importing ``sdpal_jax.datasets``)."""
-  import tensorflow_datasets as tfds  # noqa: PLC0415
-
-  import sdpal_jax.datasets  # noqa: F401, PLC0415 (registers the builders)
-
   classes = {}
   for name in tfds.list_builders(with_community_datasets=False):
     if name.startswith("_"):
@@ -61,10 +62,6 @@ def build(
   overwrite: bool = False,
 ) -> dict[str, int]:
   """Prepares tfds dataset ``name`` (``NAME[/CONFIG]``); returns ``{split: examples}``."""
-  import tensorflow_datasets as tfds  # noqa: PLC0415
-
-  import sdpal_jax.datasets  # noqa: F401, PLC0415 (registers the builders)
-
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except Exception as e:  # tfds raises DatasetNotFoundError and friends
@@ -90,16 +87,12 @@ def build(
 
 
 def _define_flags() -> None:
-  from absl import flags  # noqa: PLC0415
-
   flags.DEFINE_string("manual_dir", None, "Folder with the dataset's downloaded files.")
   flags.DEFINE_string("data_dir", None, "Where tfds datasets live (default ~/tensorflow_datasets).")
   flags.DEFINE_bool("overwrite", False, "Rebuild even if the dataset is already prepared.")
 
 
 def main(argv: Sequence[str]) -> int:
-  from absl import flags  # noqa: PLC0415
-
   names = list(argv[1:])
   if not names:
     raise SdpalError(
@@ -121,8 +114,6 @@ def main(argv: Sequence[str]) -> int:
 
 def run_main() -> None:
   """Command-line entry point."""
-  from sdpal_jax import cli  # noqa: PLC0415
-
   cli.run(main, _define_flags)
 
 

@@ -63,6 +63,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from sdpal_jax.datasets import common
+from sdpal_jax.datasets.sources import parse_forgery_list
 from sdpal_jax.errors import ImageReadError, SdpalError
 from sdpal_jax.image_io import load_image, load_mask
 
@@ -537,8 +538,6 @@ For the release_split config also: manual_dir/CASIA_v2_train.lst, manual_dir/CAS
       for name, item in photos.items():
         splits[common.hash_split(name, {"train": 0.9, "validation": 0.1})].append(item)
       return splits
-    from sdpal_jax.datasets.sources import parse_forgery_list  # noqa: PLC0415
-
     splits = {}
     for split, list_name in (("train", "CASIA_v2_train.lst"), ("validation", "CASIA_v2_valid.lst")):
       list_path = os.path.join(root, list_name)

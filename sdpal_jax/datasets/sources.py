@@ -45,7 +45,9 @@ import re
 from collections.abc import Iterator
 
 import numpy as np
+import tensorflow_datasets as tfds
 
+import sdpal_jax.datasets  # noqa: F401 (registers the builders TfdsSource opens)
 from sdpal_jax.errors import ImageReadError, SdpalError
 from sdpal_jax.image_io import IMAGE_EXTENSIONS, load_image, load_mask
 
@@ -335,10 +337,6 @@ class TfdsSource:
   """
 
   def __init__(self, spec: str, *, data_dir: str | None = None):
-    import tensorflow_datasets as tfds  # noqa: PLC0415
-
-    import sdpal_jax.datasets  # noqa: F401, PLC0415 (registers our builders)
-
     name, _, split = spec.partition(":")
     self.name = spec
     self.split = split or "test"
@@ -368,8 +366,6 @@ class TfdsSource:
     return self.num_examples
 
   def __iter__(self) -> Iterator[dict]:
-    import tensorflow_datasets as tfds  # noqa: PLC0415
-
     for example in tfds.as_numpy(self.builder.as_dataset(split=self.split, shuffle_files=False)):
       yield {
         "image": example["image"],

@@ -19,6 +19,7 @@ import os
 import tensorflow_datasets as tfds
 
 from sdpal_jax.datasets import common
+from sdpal_jax.datasets.sources import parse_forgery_list
 
 SUBSETS = {
   "sp": "splicing",
@@ -55,8 +56,6 @@ for <subset> in sp, cm, bcm, bcmc.
     splits = {"train": [], "validation": [], "test": []}
     list_path = os.path.join(root, f"{subset}_COCO_list.txt")
     if os.path.exists(list_path):
-      from sdpal_jax.datasets.sources import parse_forgery_list  # noqa: PLC0415
-
       pairs = parse_forgery_list(list_path)
       items = [common.tampered_item(image, mask) for image, mask in pairs]
     else:

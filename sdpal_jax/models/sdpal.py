@@ -14,11 +14,12 @@ so no cross-device axis name is needed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from sdpal_jax import ops
 from sdpal_jax.errors import SdpalError
@@ -27,9 +28,6 @@ from sdpal_jax.models.layers import ConvSettings
 from sdpal_jax.models.resnet import ResNet
 from sdpal_jax.ops.convolution import DEFAULT_CONV_IMPL
 from sdpal_jax.ops.correlation import DEFAULT_SIMILARITY_CACHE_MIB
-
-if TYPE_CHECKING:
-  import ml_collections
 
 
 class MOPC(nn.Module):
