@@ -43,7 +43,10 @@ def _fail(message: str) -> None:
 
 
 def _text(error: BaseException) -> str:
-  """The message itself: ``str(KeyError("x"))`` is the repr ``"'x'"`` (quotes, ``\\n``)."""
+  """The message itself: ``str(KeyError("x"))`` is the repr ``"'x'"`` (quotes, ``\\n``), also
+  inside ml_collections' ``AttributeError(KeyError(...))``."""
+  while len(error.args) == 1 and isinstance(error.args[0], BaseException):
+    error = error.args[0]
   if isinstance(error, KeyError) and len(error.args) == 1 and isinstance(error.args[0], str):
     return error.args[0]
   return str(error)

@@ -298,8 +298,9 @@ class _Preemption:
     if self._mode == "sync":
       requested = int(signal.SIGTERM) if multihost_utils.reached_preemption_sync_point(step) else 0
     elif self._mode == "allgather":
-      signums = multihost_utils.process_allgather(np.asarray(self._signum, np.int32))
-      requested = int(np.max(signums))
+      flags = multihost_utils.process_allgather(np.asarray(self._signum != 0, np.int32))
+      # A process that saw no signal itself stops for another's notice: a preemption (SIGTERM).
+      requested = (self._signum or int(signal.SIGTERM)) if np.any(flags) else 0
     else:
       requested = self._signum
     if requested:
@@ -427,113 +428,110 @@ def _train(
   checkpoints = checkpoint_lib.TrainingCheckpoints(
     workdir, keep=config.keep_checkpoints, best_metric=config.best_metric
   )
-  try:
+  writer = None
+  try:  # the managers are closed however the run ends
     state, origin = checkpoints.restore_or_initialize(state, config.init_from)
-  except BaseException:
-    checkpoints.close()
-    raise
-  logging.info("training starts from %s", origin)
-  # Only now: a refused or failed resume leaves the recorded config and the events untouched.
-  if jax.process_index() == 0:
-    checkpoint_lib.write_config(workdir, config)
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-  state = jax.device_put(state, replicated)
+    logging.info("training starts from %s", origin)
+    # Only now: a refused or failed resume leaves the recorded config and the events untouched.
+    if jax.process_index() == 0:
+      checkpoint_lib.write_config(workdir, config)
+    writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+    state = jax.device_put(state, replicated)
 
-  # Validation: every process scores the whole split on its local devices.
-  from sdpal_jax.inference import Predictor  # noqa: PLC0415
+    # Validation: every process scores the whole split on its local devices.
+    from sdpal_jax.inference import Predictor  # noqa: PLC0415
 
-  evaluators = {
-    e.name: Evaluator.from_config(
-      e,
-      data_config=config.data,
-      batch_size=int(config.global_batch_size),
-      cache=True,
-      num_examples=int(config.num_eval_images) if i == 0 else 0,
-    )
-    for i, e in enumerate(config.evals)
-  }
-  for evaluator in evaluators.values():
-    evaluator.prepare()
-  predictor = Predictor(
-    model=model,
-    variables=_to_host({"params": state.params, "batch_stats": state.batch_stats}),
-    model_config=config.model,
-    preprocess_config=config.preprocess,
-  )
-
-  image_size = tuple(int(s) for s in config.preprocess.image_size)
-  train_examples = None
-  if config.data.pipeline == "memory":
-    native = config.data.resize_policy == "random_crop"
-    *train_examples, skipped = input_pipeline.load_split(
-      config.data, config.data.train_split, image_size, native=native
-    )
-    for path, reason in skipped:
-      logging.warning("skipped %s: %s", path, reason)
-
-  loss_fn = train_state_lib.make_loss(config.loss)
-  schedule = train_state_lib.learning_rate_schedule(config)
-  step_fn = jax.jit(
-    functools.partial(train_state_lib.train_step, loss_fn=loss_fn),
-    in_shardings=(replicated, data_sharding, replicated),
-    out_shardings=(replicated, replicated),
-    donate_argnums=(0,),
-  )
-  start = int(_to_host(state.step))
-  batches = input_pipeline.train_batches(
-    config.data,
-    image_size=image_size,
-    global_batch_size=int(config.global_batch_size),
-    seed=int(config.seed),
-    normalization=config.preprocess.normalization,
-    start_step=start,
-    examples=train_examples,
-  )
-  total = int(config.num_train_steps)
-  hooks = []
-  if jax.process_index() == 0 and config.get("profile_steps"):
-    hooks.append(periodic_actions.Profile(num_profile_steps=config.profile_steps, logdir=workdir))
-  console = _Console(total, start)
-  eval_metrics: dict[str, Any] = {}
-  pending = []  # per-step metrics still on the devices, read at the next log, eval or save step
-  logged_losses = []
-  last_saved = start if origin.startswith("resumed") else None
-  step = start
-  state_checked_at = None
-
-  def check_finite(step: int, *, check_state: bool) -> list[dict[str, np.ndarray]]:
-    """The pending steps' metrics on the host, after checking them (and the state) are finite.
-
-    Read only at log, validation and save steps, not after every step: a read waits for the
-    step to finish, which would stop the host from queuing the next step (and its batch) while
-    the accelerator runs this one. Each step's metrics are kept, so the first bad step is
-    still named exactly; at most log_every_steps steps run past it, and none is saved.
-    """
-    nonlocal state_checked_at
-    host = _to_host(pending)
-    for offset, metrics in enumerate(host):
-      loss, norm = float(metrics["loss"]), float(metrics["grad_norm"])
-      if not (np.isfinite(loss) and np.isfinite(norm)):
-        _diverged(step - len(host) + offset + 1, f"loss {loss:.4g}, gradient norm {norm:.4g}")
-    if check_state and state_checked_at != step:
-      if not bool(_to_host(_all_finite(state))):
-        _diverged(step, "finite loss but non-finite parameters or optimizer state")
-      state_checked_at = step
-    return host
-
-  def _diverged(bad_step: int, what: str) -> None:
-    where = (
-      f"{os.path.join(workdir, checkpoint_lib.LATEST_DIR, str(last_saved))} (resume from it "
-      "with a lower optimizer.learning_rate or with optimizer.grad_clip)"
-      if last_saved is not None
-      else "none yet (start again with a lower optimizer.learning_rate or optimizer.grad_clip)"
-    )
-    raise TrainingDivergedError(
-      f"training diverged at step {bad_step} ({what}); stopped without saving it. "
-      f"Last good checkpoint: {where}."
+    evaluators = {
+      e.name: Evaluator.from_config(
+        e,
+        data_config=config.data,
+        batch_size=int(config.global_batch_size),
+        cache=True,
+        num_examples=int(config.num_eval_images) if i == 0 else 0,
+      )
+      for i, e in enumerate(config.evals)
+    }
+    for evaluator in evaluators.values():
+      evaluator.prepare()
+    predictor = Predictor(
+      model=model,
+      variables=_to_host({"params": state.params, "batch_stats": state.batch_stats}),
+      model_config=config.model,
+      preprocess_config=config.preprocess,
     )
 
-  try:
+    image_size = tuple(int(s) for s in config.preprocess.image_size)
+    train_examples = None
+    if config.data.pipeline == "memory":
+      native = config.data.resize_policy == "random_crop"
+      *train_examples, skipped = input_pipeline.load_split(
+        config.data, config.data.train_split, image_size, native=native
+      )
+      for path, reason in skipped:
+        logging.warning("skipped %s: %s", path, reason)
+
+    loss_fn = train_state_lib.make_loss(config.loss)
+    schedule = train_state_lib.learning_rate_schedule(config)
+    step_fn = jax.jit(
+      functools.partial(train_state_lib.train_step, loss_fn=loss_fn),
+      in_shardings=(replicated, data_sharding, replicated),
+      out_shardings=(replicated, replicated),
+      donate_argnums=(0,),
+    )
+    start = int(_to_host(state.step))
+    batches = input_pipeline.train_batches(
+      config.data,
+      image_size=image_size,
+      global_batch_size=int(config.global_batch_size),
+      seed=int(config.seed),
+      normalization=config.preprocess.normalization,
+      start_step=start,
+      examples=train_examples,
+    )
+    total = int(config.num_train_steps)
+    hooks = []
+    if jax.process_index() == 0 and config.get("profile_steps"):
+      hooks.append(periodic_actions.Profile(num_profile_steps=config.profile_steps, logdir=workdir))
+    console = _Console(total, start)
+    eval_metrics: dict[str, Any] = {}
+    pending = []  # per-step metrics still on the devices, read at the next log, eval or save step
+    logged_losses = []
+    last_saved = start if origin.startswith("resumed") else None
+    step = start
+    state_checked_at = None
+
+    def check_finite(step: int, *, check_state: bool) -> list[dict[str, np.ndarray]]:
+      """The pending steps' metrics on the host, after checking them (and the state) are finite.
+
+      Read only at log, validation and save steps, not after every step: a read waits for the
+      step to finish, which would stop the host from queuing the next step (and its batch) while
+      the accelerator runs this one. Each step's metrics are kept, so the first bad step is
+      still named exactly; at most log_every_steps steps run past it, and none is saved.
+      """
+      nonlocal state_checked_at
+      host = _to_host(pending)
+      for offset, metrics in enumerate(host):
+        loss, norm = float(metrics["loss"]), float(metrics["grad_norm"])
+        if not (np.isfinite(loss) and np.isfinite(norm)):
+          _diverged(step - len(host) + offset + 1, f"loss {loss:.4g}, gradient norm {norm:.4g}")
+      if check_state and state_checked_at != step:
+        if not bool(_to_host(_all_finite(state))):
+          _diverged(step, "finite loss but non-finite parameters or optimizer state")
+        state_checked_at = step
+      return host
+
+    def _diverged(bad_step: int, what: str) -> None:
+      where = (
+        f"{os.path.join(workdir, checkpoint_lib.LATEST_DIR, str(last_saved))} (resume from it "
+        "with a lower optimizer.learning_rate or with optimizer.grad_clip)"
+        if last_saved is not None
+        else "none yet (start again with a lower optimizer.learning_rate or optimizer.grad_clip)"
+      )
+      raise TrainingDivergedError(
+        f"training diverged at step {bad_step} ({what}); stopped without saving it. "
+        f"Last good checkpoint: {where}."
+      )
+
     while step < total:
       batch = input_pipeline.shard_batch(next(batches), data_sharding)
       state, step_metrics = step_fn(state, batch, walk_key)
@@ -592,7 +590,8 @@ def _train(
       stopped_by = 0
   finally:
     checkpoints.close()
-    writer.flush()
+    if writer is not None:
+      writer.flush()
   return {
     "state": _to_host(state),
     "eval": eval_metrics,

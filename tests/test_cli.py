@@ -352,3 +352,38 @@ def test_predict_tile_size_and_overlap_flags(landmark_checkpoint, tmp_path):
   # ... and not the default overlap (64 / 8 = 8), nor the whole photo at once.
   assert np.abs(prob - predictor(tile_size=64).predict_image(photo)).max() > 1e-4
   assert np.abs(prob - predictor(tile_size=0).predict_image(photo)).max() > 1e-4
+
+
+# --- the shared error path -------------------------------------------------------------------
+
+RAISES_AN_OS_ERROR = """
+import sys
+from sdpal_jax import cli
+cli.run(lambda argv: open(sys.argv.pop(-1)), lambda: None)
+"""
+
+
+def test_a_file_system_error_is_one_error_line_with_the_traceback_behind_verbosity(tmp_path):
+  missing = tmp_path / "no_such_dir" / "file.txt"
+  run = subprocess.run(
+    [sys.executable, "-c", RAISES_AN_OS_ERROR, str(missing)], capture_output=True, text=True,
+    timeout=120,
+  )  # fmt: skip
+  error = _one_clean_error(run)
+  assert str(missing) in error and "No such file or directory" in error
+  assert "--verbosity=1 prints the traceback" in error
+  verbose = subprocess.run(
+    [sys.executable, "-c", RAISES_AN_OS_ERROR, "--verbosity=1", str(missing)],
+    capture_output=True, text=True, timeout=120,
+  )  # fmt: skip
+  assert verbose.returncode == 2 and "Traceback" in verbose.stderr
+  assert verbose.stderr.rstrip().splitlines()[-1].startswith("error: ")
+
+
+@pytest.mark.slow
+def test_a_mistyped_config_field_prints_its_message_not_an_escaped_repr(tmp_path):
+  error = _one_clean_error(
+    _run("train", "--config=tiny", f"--workdir={tmp_path}", "--config.optimizer.learnig_rate=3")
+  )
+  assert "'learnig_rate'" in error and 'Did you mean "learning_rate"' in error
+  assert "\\'" not in error and "\\n" not in error
