@@ -26,7 +26,10 @@ every example of a split at the resolution it is asked for.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import weakref
 from collections.abc import Iterator
 
 import jax
@@ -286,6 +289,40 @@ def stream_train_dataset(
   return _batched(ds, local)
 
 
+# Generators of ``train_batches`` that may still hold a tf.data iterator.
+_OPEN_GENERATORS: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_generators() -> None:
+  """Releases the tf.data iterators of abandoned generators before the interpreter finalizes.
+
+  Both pipelines call Python (``tf.numpy_function``: decoding, in-memory fetches) from
+  tf.data's own threads, and destroying an iterator waits for the calls in flight. Left
+  to the interpreter's final clean-up, that wait never ends: a thread that asks for the
+  GIL once finalization has begun is stopped instead of served. Closed here, while those
+  threads can still finish, a script that stops iterating exits normally.
+  """
+  for generator in list(_OPEN_GENERATORS):
+    try:
+      generator.close()
+    except ValueError:  # being iterated by another thread at this moment
+      pass
+
+
+def _close_at_exit(generator_function):
+  """Registers each generator ``generator_function`` returns with ``_close_open_generators``."""
+
+  @functools.wraps(generator_function)
+  def start(*args, **kwargs):
+    generator = generator_function(*args, **kwargs)
+    _OPEN_GENERATORS.add(generator)
+    return generator
+
+  return start
+
+
+@_close_at_exit
 def train_batches(
   data_config: ml_collections.ConfigDict,
   *,
@@ -299,6 +336,9 @@ def train_batches(
   process_count: int | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
   """Endless per-process training batches, normalised for the network.
+
+  The iterator may be abandoned before its end: it is closed at exit at the latest
+  (``_close_at_exit``).
 
   Args:
     examples: ``(images, masks)`` from :func:`load_split` for the memory
