@@ -61,7 +61,10 @@ Per image (``per_image_record``, the rows of ``evaluate``'s
 at the threshold (as ``image`` computes them), the AUC and the best-threshold
 F1 of that one map, so that failures can be found image by image.
 
-All metric values are fractions in [0, 1].
+All metric values are fractions in [0, 1]. Every function and accumulator refuses
+probabilities or scores that are not finite (``NonFiniteScoresError``): a NaN has
+no place in a ranking or against a threshold, and a diverged model's maps would
+otherwise come out as plausible numbers (an AUC of 0.5, an F1 of 0).
 """
 
 from __future__ import annotations
@@ -71,6 +74,8 @@ import warnings
 from typing import Any
 
 import numpy as np
+
+from sdpal_jax.errors import SdpalError
 
 THRESHOLD = 0.5
 DETECTION_TOP_FRACTION = 0.01
@@ -83,6 +88,24 @@ class MetricWarning(UserWarning):
 
 def _warn(message: str) -> None:
   warnings.warn(message, MetricWarning, stacklevel=3)
+
+
+class NonFiniteScoresError(SdpalError):
+  """Probabilities or scores that hold NaN or infinity, which no metric can rank."""
+
+
+def require_finite(scores, what: str = "probabilities") -> np.ndarray:
+  """``scores`` as an array; ``NonFiniteScoresError`` saying how many values are NaN / inf."""
+  scores = np.asarray(scores)
+  finite = np.isfinite(scores)
+  if not finite.all():
+    num_nan = int(np.count_nonzero(np.isnan(scores)))
+    num_inf = int(scores.size - np.count_nonzero(finite)) - num_nan
+    raise NonFiniteScoresError(
+      f"{what} not finite: {num_nan} NaN and {num_inf} infinite of {scores.size} values; "
+      "no metric is computed from them (a diverged model gives such maps)."
+    )
+  return scores
 
 
 # --------------------------------------------------------------------------
@@ -98,13 +121,13 @@ def _as_scores_and_labels(probs, mask, valid) -> tuple[np.ndarray, np.ndarray]:
     raise ValueError(f"probabilities {probs.shape} and mask {mask.shape} differ in shape.")
   labels = mask.astype(bool)
   if valid is True or valid is None:
-    return probs.reshape(-1), labels.reshape(-1)
+    return require_finite(probs.reshape(-1)), labels.reshape(-1)
   valid = np.asarray(valid, bool)
   if valid.shape == ():
     keep = np.full(probs.shape, bool(valid))
   else:
     keep = np.broadcast_to(valid, probs.shape)
-  return probs[keep], labels[keep]
+  return require_finite(probs[keep]), labels[keep]
 
 
 def value_counts(
@@ -115,7 +138,7 @@ def value_counts(
   One sort of the pixels; every metric of an image is then computed from
   these (much shorter) arrays.
   """
-  scores = np.asarray(scores, np.float32).reshape(-1)
+  scores = require_finite(np.asarray(scores, np.float32).reshape(-1), "scores")
   labels = np.asarray(labels, bool).reshape(-1)
   if scores.size == 0:
     return np.empty(0, np.float32), np.empty(0, np.int64), np.empty(0, np.int64)
@@ -195,7 +218,7 @@ class HistogramScoreTable:
     self._negatives = np.zeros(self.num_bins, np.int64)
 
   def update(self, scores: np.ndarray, labels: np.ndarray) -> None:
-    scores = np.asarray(scores, np.float64).reshape(-1)
+    scores = require_finite(np.asarray(scores, np.float64).reshape(-1), "scores")
     labels = np.asarray(labels, bool).reshape(-1)
     bins = np.clip((scores * self.num_bins).astype(np.int64), 0, self.num_bins - 1)
     self._positives += np.bincount(bins[labels], minlength=self.num_bins)
@@ -204,7 +227,9 @@ class HistogramScoreTable:
   def update_counts(self, values: np.ndarray, positives: np.ndarray, negatives: np.ndarray) -> None:
     """Adds a ``value_counts`` table."""
     bins = np.clip(
-      (np.asarray(values, np.float64) * self.num_bins).astype(np.int64), 0, self.num_bins - 1
+      (require_finite(np.asarray(values, np.float64), "scores") * self.num_bins).astype(np.int64),
+      0,
+      self.num_bins - 1,
     )
     self._positives += np.bincount(bins, weights=positives, minlength=self.num_bins).astype(
       np.int64
@@ -293,7 +318,7 @@ class ConfusionCounts:
 
   @classmethod
   def from_maps(cls, scores, labels, threshold: float = THRESHOLD) -> ConfusionCounts:
-    predicted = np.asarray(scores) > threshold
+    predicted = require_finite(scores) > threshold
     labels = np.asarray(labels, bool)
     tp = int(np.count_nonzero(predicted & labels))
     fp = int(np.count_nonzero(predicted & ~labels))
@@ -360,7 +385,7 @@ def single_map_best_f1(scores: np.ndarray, labels: np.ndarray) -> float:
 
 def detection_score(probs: np.ndarray, top_fraction: float = DETECTION_TOP_FRACTION) -> float:
   """Image-level tampering score of an ``[H, W]`` map: mean of its top ``top_fraction`` pixels."""
-  flat = np.asarray(probs, np.float32).reshape(-1)
+  flat = require_finite(np.asarray(probs, np.float32).reshape(-1))
   k = max(1, int(round(flat.size * top_fraction)))
   return float(np.mean(np.partition(flat, flat.size - k)[flat.size - k :]))
 
@@ -404,7 +429,7 @@ def image_score_fn(rule: str = DEFAULT_IMAGE_SCORE, threshold: float = THRESHOLD
     raise ValueError(f"image score {rule!r}: expected one of {', '.join(IMAGE_SCORE_RULES)}.")
 
   def score(probs) -> float:
-    flat = np.asarray(probs, np.float32).reshape(-1)
+    flat = require_finite(np.asarray(probs, np.float32).reshape(-1))
     return float(fn(flat)) if flat.size else 0.0
 
   score.rule = rule
@@ -465,7 +490,7 @@ class DetectionMetrics:
     self.labels: list[bool] = []
 
   def update(self, score: float, tampered: bool) -> None:
-    self.scores.append(float(score))
+    self.scores.append(float(require_finite(float(score), "image score")))
     self.labels.append(bool(tampered))
 
   def result(self) -> dict[str, Any]:

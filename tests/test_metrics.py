@@ -234,3 +234,49 @@ def test_histogram_mode_keeps_exact_f1_and_approximates_auc():
   assert approx_result["pixel_f1"] == exact_result["pixel_f1"]
   assert approx_result["pixel_auc"] == pytest.approx(exact_result["pixel_auc"], abs=5e-3)
   assert approx_result["auc_method"] == "histogram1024"
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("protocol", metrics.PROTOCOLS)
+@pytest.mark.parametrize("histogram_bins", [None, 1024])
+def test_every_protocol_refuses_a_map_with_a_non_finite_probability(protocol, histogram_bins, bad):
+  probs, masks = _random_split(0, num_images=2)
+  acc = metrics.make_accumulator(protocol, histogram_bins=histogram_bins)
+  acc.update(probs[0], masks[0])
+  broken = probs[1].copy()
+  broken[3, 4] = bad
+  with pytest.raises(metrics.NonFiniteScoresError, match="not finite: .* of 480 values"):
+    acc.update(broken, masks[1])
+  valid = np.ones(broken.shape, bool)
+  valid[3, 4] = False  # e.g. padding: what is left out of the metrics may be anything
+  acc.update(broken, masks[1], valid=valid)
+  assert acc.detection.result()["num_images"] == 2
+
+
+def test_a_nan_map_is_refused_rather_than_ranked_as_distinct_values():
+  """NaN != NaN: the tie handling used to count each NaN pixel as its own distinct value, so an
+  all-NaN map had an AUC that depended on the mask's layout instead of being no number at all."""
+  mask = np.zeros((8, 8), np.uint8)
+  mask[:4] = 1
+  nan_map = np.full((8, 8), np.nan, np.float32)
+  for compute in (
+    lambda: metrics.value_counts(nan_map, mask),
+    lambda: metrics.single_map_auc(nan_map, mask),
+    lambda: metrics.single_map_best_f1(nan_map, mask),
+    lambda: metrics.per_image_record(nan_map, mask),
+    lambda: metrics.ConfusionCounts.from_maps(nan_map, mask),
+    lambda: metrics.ExactScoreTable().update(nan_map.ravel(), mask.ravel()),
+    lambda: metrics.HistogramScoreTable(16).update(nan_map.ravel(), mask.ravel()),
+  ):
+    with pytest.raises(metrics.NonFiniteScoresError, match="64 NaN and 0 infinite of 64 values"):
+      compute()
+
+
+@pytest.mark.parametrize("rule", ["top1", "top5", "max", "mean", "area"])
+def test_image_scores_refuse_non_finite_maps_and_scores(rule):
+  prob = np.full((10, 10), 0.2, np.float32)
+  prob[0, 0] = np.nan
+  with pytest.raises(metrics.NonFiniteScoresError, match="1 NaN"):
+    metrics.image_score_fn(rule)(prob)
+  with pytest.raises(metrics.NonFiniteScoresError, match="image score not finite"):
+    metrics.DetectionMetrics().update(float("nan"), True)
