@@ -24,6 +24,7 @@ HELPERS = {"__init__.py", "common.py", "paper_common.py"}
 # (file, argument) pairs a user can name as configs/FILE.py:ARG.
 VARIANTS = {
   "quickstart": [None, "tpu", "bf16"],
+  "default_model": [None],
   "tiny": [None],
   "casia_v2": [None, "gpu", "tpu", "bf16"],
   "fantastic_reality": [None, "gpu", "tpu"],
