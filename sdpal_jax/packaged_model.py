@@ -30,10 +30,16 @@ from typing import Any
 
 import jax
 import numpy as np
+import tensorflow_datasets as tfds
 from absl import flags
 
 from sdpal_jax import checkpoint as checkpoint_lib
+from sdpal_jax import cli
+from sdpal_jax.datasets import synthetic_forgery
 from sdpal_jax.errors import SdpalError
+from sdpal_jax.evaluator import Evaluator
+from sdpal_jax.image_io import load_image
+from sdpal_jax.inference import Predictor
 
 PROVENANCE_FILE = "provenance.json"
 STORAGE_DTYPE = np.float16
@@ -75,8 +81,6 @@ def generated_items(dataset: str = RECORD_DATASET, split: str = RECORD_SPLIT) ->
   building it: each example is a pure function of (config, split, index).
   Yields the ``Evaluator`` item dicts ``{"image", "mask", "tampered", "name"}``.
   """
-  from sdpal_jax.datasets import synthetic_forgery  # noqa: PLC0415 (imports tfds)
-  from sdpal_jax.image_io import load_image  # noqa: PLC0415
 
   name = dataset.split("/", 1)[1]
   config = next(c for c in synthetic_forgery.SyntheticForgery.BUILDER_CONFIGS if c.name == name)
@@ -94,7 +98,6 @@ def generated_items(dataset: str = RECORD_DATASET, split: str = RECORD_SPLIT) ->
 
 def score_generated_split(predictor, protocol: str = "all") -> dict[str, Any]:
   """``predictor``'s metrics on the recorded generated split (``Evaluator``, native size)."""
-  from sdpal_jax.evaluator import Evaluator  # noqa: PLC0415 (imports TensorFlow)
 
   items = list(generated_items())
   evaluator = Evaluator((f"{RECORD_DATASET}:{RECORD_SPLIT}", items), protocol=protocol)
@@ -128,7 +131,6 @@ def package_model(
   generated split by more than ``MAX_STORAGE_ERROR``, scores that split with
   the stored weights and writes ``provenance.json``; returns its contents.
   """
-  from sdpal_jax.inference import Predictor  # noqa: PLC0415 (imports the model)
 
   loaded = checkpoint_lib.load_inference_checkpoint(workdir, step=step)
   stored = to_storage(loaded.variables)
@@ -192,10 +194,6 @@ def read_provenance(directory: str = checkpoint_lib.DEFAULT_MODEL_DIR) -> dict[s
 
 
 def _dataset_version(dataset: str) -> str:
-  import tensorflow_datasets as tfds  # noqa: PLC0415 (TensorFlow, packaging only)
-
-  import sdpal_jax.datasets  # noqa: F401, PLC0415 (registers the builders)
-
   return str(tfds.builder(dataset).version)
 
 
@@ -246,8 +244,6 @@ def main(argv) -> int:
 
 def run_main() -> None:
   """Console entry point (``python -m sdpal_jax.packaged_model``)."""
-  from sdpal_jax import cli  # noqa: PLC0415
-
   cli.run(main, _define_flags)
 
 
