@@ -49,6 +49,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import hashlib
+import importlib.util
 import io
 import os
 
@@ -57,6 +58,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from PIL import Image, ImageFilter
 from scipy import ndimage
+from skimage.segmentation import felzenszwalb
 
 from sdpal_jax.errors import ImageReadError, SdpalError
 from sdpal_jax.image_io import IMAGE_EXTENSIONS, load_image
@@ -76,17 +78,18 @@ _SKIMAGE_PHOTOS = (
 _MAX_DOWNSCALE = 2.5
 
 
+def _package_dir(name: str) -> str:
+  """An installed package's folder, found without importing it (sklearn alone takes ~1 s)."""
+  return os.path.dirname(importlib.util.find_spec(name).origin)
+
+
 def source_photo_paths() -> list[str]:
   """The real photographs bundled with scikit-image, scikit-learn and matplotlib."""
-  import matplotlib  # noqa: PLC0415
-  import skimage  # noqa: PLC0415
-  import sklearn  # noqa: PLC0415
-
-  paths = [os.path.join(os.path.dirname(skimage.__file__), "data", n) for n in _SKIMAGE_PHOTOS]
-  paths += sorted(
-    glob.glob(os.path.join(os.path.dirname(sklearn.__file__), "datasets", "images", "*.jpg"))
+  paths = [os.path.join(_package_dir("skimage"), "data", n) for n in _SKIMAGE_PHOTOS]
+  paths += sorted(glob.glob(os.path.join(_package_dir("sklearn"), "datasets", "images", "*.jpg")))
+  paths.append(
+    os.path.join(_package_dir("matplotlib"), "mpl-data", "sample_data", "grace_hopper.jpg")
   )
-  paths.append(os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg"))
   return [p for p in paths if os.path.exists(p)]
 
 
@@ -233,8 +236,6 @@ def _object_mask(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   segment away from the border grows by its largest neighbours until the
   target size. Falls back to a blob when no segment fits.
   """
-  from skimage.segmentation import felzenszwalb  # noqa: PLC0415
-
   size = image.shape[0]
   target = rng.uniform(0.03, 0.20)
   segments = felzenszwalb(
