@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import time
 from typing import Any
@@ -378,6 +379,9 @@ class TrainingCheckpoints:
     resumed run never meets its own step number there.
     """
     value = float(metrics[self.best_metric])
+    if not math.isfinite(value):  # a NaN would rank above every number in orbax's best_fn
+      logging.warning("step %d: %s is %s; not a best step.", step, self.best_metric, value)
+      return False
     best = self.best_value()
     if best is not None and not value > best:
       return False

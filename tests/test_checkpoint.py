@@ -211,6 +211,13 @@ def test_a_value_below_a_best_save_still_in_flight_is_not_best(tmp_path):
   checkpoints.close()
 
 
+def test_a_non_finite_validation_value_is_never_best(tmp_path):
+  checkpoints = _training_checkpoints(tmp_path)
+  assert not checkpoints.save_if_best(1, _train_state(), {"validation/pixel_f1": float("nan")})
+  assert checkpoints.best.all_steps() == [] and checkpoints.best_value() is None
+  checkpoints.close()
+
+
 SAVE_ON_A_FULL_DISK = """
 import resource, sys
 sys.path.insert(0, sys.argv[2])
