@@ -503,6 +503,7 @@ def main(argv: Sequence[str]) -> None:
   if unexpected:
     raise SdpalError(f"unexpected arguments {unexpected}; see --help.")
   output_dir = flag_values.output_dir or os.path.join(flag_values.workdir[0], "evaluation")
+  reporting.check_output_dir(output_dir)
   evaluate_datasets(
     flag_values.workdir,
     flag_values.datasets,

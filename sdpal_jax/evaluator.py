@@ -109,7 +109,9 @@ class _Accumulation:
     threshold=metrics_lib.THRESHOLD,
     image_score=metrics_lib.DEFAULT_IMAGE_SCORE,
     per_image=False,
+    name="",
   ):
+    self.name = name
     options = {"histogram_bins": histogram_bins, "threshold": threshold, "image_score": image_score}
     self.accumulators = {p: metrics_lib.make_accumulator(p, **options) for p in protocols}
     self.curves = None
@@ -134,6 +136,11 @@ class _Accumulation:
     start = time.perf_counter()
     probs = np.asarray(predictor.predict_probabilities(np.stack([e.image for e in batch])))
     self.model_seconds += time.perf_counter() - start
+    for example, prob in zip(batch, probs, strict=True):
+      try:
+        metrics_lib.require_finite(prob, "predicted probabilities")
+      except metrics_lib.NonFiniteScoresError as e:
+        raise EvaluationError(f"{self.name}: {example.name}: {e}") from None
     start = time.perf_counter()
     for example, prob in zip(batch, probs, strict=True):
       for accumulator in self.accumulators.values():
@@ -335,6 +342,7 @@ class Evaluator:
       threshold=self.threshold,
       image_score=self.image_score,
       per_image=self.per_image_wanted,
+      name=self.name + (f" [{self.perturbation.name}]" if self.perturbation is not None else ""),
     )
     items, source_skipped = self._items()
     notes = self._notes if self._cached is not None else list(getattr(items, "notes", []))

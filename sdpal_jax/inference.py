@@ -21,7 +21,7 @@ from PIL import Image
 
 from sdpal_jax import checkpoint as checkpoint_lib
 from sdpal_jax import preprocessing
-from sdpal_jax.errors import SdpalError
+from sdpal_jax.errors import CheckpointError, SdpalError
 
 # Fixed key for the "sampled" walk so that a prediction is reproducible.
 _WALK_KEY_SEED = 0
@@ -34,6 +34,20 @@ def resize_probabilities(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return prob.astype(np.float32)
   resized = Image.fromarray(prob.astype(np.float32), mode="F").resize((w, h), Image.BILINEAR)
   return np.clip(np.asarray(resized, np.float32), 0.0, 1.0)
+
+
+def non_finite_weights(variables: dict[str, Any]) -> tuple[int, int, str | None]:
+  """(NaN or infinite values, all values, path of the first array holding one) of ``variables``."""
+  bad, total, first = 0, 0, None
+  for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]:
+    leaf = np.asarray(leaf)
+    total += leaf.size
+    if np.issubdtype(leaf.dtype, np.inexact):
+      count = int(leaf.size - np.count_nonzero(np.isfinite(leaf)))
+      if count and first is None:
+        first = "/".join(str(getattr(k, "key", k)) for k in path)
+      bad += count
+  return bad, total, first
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -72,6 +86,8 @@ class Predictor:
       Memory then stays that of one tile whatever the photo's size.
     tile_overlap: pixels shared by neighbouring tiles; the blend weights fall
       linearly to the tile borders, where the network sees the least context.
+    checkpoint / step: the directory and step the weights came from (None when
+      built from variables in memory), named in error messages.
   """
 
   model: Any
@@ -81,6 +97,8 @@ class Predictor:
   full_resolution: bool = False
   tile_size: int = 2048
   tile_overlap: int | None = None  # None: tile_size // 8
+  checkpoint: str | None = None
+  step: int | None = None
 
   @classmethod
   def from_checkpoint(
@@ -98,7 +116,9 @@ class Predictor:
     With no ``path`` (or ``"default"``): the model packaged with the library
     (``sdpal_jax.packaged_model``).
 
-    ``step``: that saved step instead of the best (else latest) one.
+    ``step``: that saved step instead of the best (else latest) one; a step that
+    is not saved is a ``CheckpointError`` listing the saved ones. Weights that
+    hold NaN or infinite values (a diverged run) are a ``CheckpointError`` too.
     ``model_overrides`` replace model config fields (e.g. ``walk_method="blocked"``
     becomes ``model.walk.method``), useful for large images.
 
@@ -112,6 +132,13 @@ class Predictor:
     from sdpal_jax.models import build_model  # noqa: PLC0415 (heavy import)
 
     loaded = checkpoint_lib.load_inference_checkpoint(path, step=step)
+    bad, total, first = non_finite_weights(loaded.variables)
+    if bad:
+      raise CheckpointError(
+        f"{loaded.path}: the weights of step {loaded.step} hold {bad} NaN or infinite values "
+        f"of {total} (first in {first}): the run diverged before this step was saved; "
+        f"pick an earlier one with --step (saved steps: {checkpoint_lib.saved_steps(loaded.path)})."
+      )
     model_config = ml_collections.ConfigDict(loaded.model_config.to_dict())
     for key, value in model_overrides.items():
       target, field = model_config, key
@@ -132,6 +159,8 @@ class Predictor:
       full_resolution=full_resolution,
       tile_size=tile_size,
       tile_overlap=tile_overlap,
+      checkpoint=loaded.path,
+      step=loaded.step,
     )
 
   def __post_init__(self):

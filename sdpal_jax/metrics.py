@@ -91,7 +91,18 @@ def _warn(message: str) -> None:
 
 
 class NonFiniteScoresError(SdpalError):
-  """Probabilities or scores that hold NaN or infinity, which no metric can rank."""
+  """Probabilities or scores that hold NaN or infinity, which no metric can rank.
+
+  Attributes:
+    num_nan / num_inf / size: NaN values, infinite values and all values of the array.
+  """
+
+  def __init__(self, what: str, num_nan: int, num_inf: int, size: int):
+    self.num_nan, self.num_inf, self.size = num_nan, num_inf, size
+    super().__init__(
+      f"{what} not finite: {num_nan} NaN and {num_inf} infinite of {size} values; "
+      "no metric is computed from them (a diverged model gives such maps)."
+    )
 
 
 def require_finite(scores, what: str = "probabilities") -> np.ndarray:
@@ -101,10 +112,7 @@ def require_finite(scores, what: str = "probabilities") -> np.ndarray:
   if not finite.all():
     num_nan = int(np.count_nonzero(np.isnan(scores)))
     num_inf = int(scores.size - np.count_nonzero(finite)) - num_nan
-    raise NonFiniteScoresError(
-      f"{what} not finite: {num_nan} NaN and {num_inf} infinite of {scores.size} values; "
-      "no metric is computed from them (a diverged model gives such maps)."
-    )
+    raise NonFiniteScoresError(what, num_nan, num_inf, int(scores.size))
   return scores
 
 

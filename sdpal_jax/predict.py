@@ -10,6 +10,11 @@ the files that could not be read.
 
 Exit status: 0 when every photo was processed, 1 when some were skipped
 (each is named on stderr and in summary.json), 2 when nothing could be done.
+A probability map that is not finite (NaN or infinite values: a diverged
+model) stops the command at that photo with status 2: it names the photo and
+the checkpoint step, summary.json lists the photos done before it and that
+photo under "skipped", and no mask, overlay or score is written for it.
+``--step N`` predicts with saved step N instead of the best (else latest) one.
 """
 
 from __future__ import annotations
@@ -23,11 +28,11 @@ import numpy as np
 from absl import flags, logging
 from PIL import Image
 
-from sdpal_jax.errors import SdpalError
+from sdpal_jax.errors import ConfigError, SdpalError
 from sdpal_jax.figures import overlay
 from sdpal_jax.image_io import IMAGE_EXTENSIONS, load_image
-from sdpal_jax.metrics import detection_score
-from sdpal_jax.reporting import unique_names
+from sdpal_jax.metrics import NonFiniteScoresError, detection_score, require_finite
+from sdpal_jax.reporting import make_output_dir, unique_names
 
 
 def collect_images(inputs: Iterable[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -55,6 +60,26 @@ def collect_images(inputs: Iterable[str]) -> tuple[list[str], list[tuple[str, st
   return paths, problems
 
 
+class NonFiniteMapError(SdpalError):
+  """The model gave a probability map with NaN or infinite values."""
+
+
+def _model_source(predictor) -> str:
+  """``DIR (step N)`` for a predictor loaded from a checkpoint, else ``the model``."""
+  checkpoint = getattr(predictor, "checkpoint", None)
+  if checkpoint is None:
+    return "the model"
+  step = getattr(predictor, "step", None)
+  return f"{checkpoint} (step {step})" if step is not None else str(checkpoint)
+
+
+def _write_summary(output_dir: str, summary: dict) -> None:
+  tmp = os.path.join(output_dir, "summary.json.tmp")
+  with open(tmp, "w") as f:
+    json.dump(summary, f, indent=2, allow_nan=False)  # strict JSON: a NaN here is a bug
+  os.replace(tmp, os.path.join(output_dir, "summary.json"))
+
+
 def predict_files(
   predictor,
   paths: Sequence[str],
@@ -67,8 +92,15 @@ def predict_files(
 
   ``already_skipped``: (path, reason) of inputs rejected before reading, listed
   in summary.json with the unreadable files.
+
+  Raises:
+    NonFiniteMapError: at the first photo whose map holds NaN or infinite
+      values, after writing summary.json (that photo under "skipped"): a model
+      that gives one such map is not to be trusted with the others.
   """
-  os.makedirs(output_dir, exist_ok=True)
+  if not 0.0 <= float(threshold) < 1.0:
+    raise ConfigError(f"--threshold={threshold}; must be in [0, 1).")
+  make_output_dir(output_dir)
   results = []
   skipped = [{"file": p, "reason": r} for p, r in already_skipped]
   stems = unique_names([os.path.splitext(os.path.basename(p))[0] for p in paths])
@@ -81,6 +113,19 @@ def predict_files(
       skipped.append({"file": path, "reason": getattr(e, "reason", str(e))})
       continue
     prob = predictor.predict_image(image)
+    try:
+      require_finite(prob)
+    except NonFiniteScoresError as e:
+      reason = (
+        f"the probability map holds {e.num_nan} NaN and {e.num_inf} infinite values "
+        f"of {e.size} pixels"
+      )
+      skipped.append({"file": path, "reason": reason})
+      _write_summary(output_dir, _summary(threshold, results, skipped))
+      raise NonFiniteMapError(
+        f"{path}: {reason}; stopped there: {_model_source(predictor)} gives no usable map "
+        "(a diverged run?); pick another saved step with --step."
+      ) from None
     mask = (prob > threshold).astype(np.uint8) * 255
     np.save(os.path.join(output_dir, f"{stem}_prob.npy"), prob.astype(np.float32))
     Image.fromarray(mask).save(os.path.join(output_dir, f"{stem}_mask.png"))
@@ -96,17 +141,18 @@ def predict_files(
         "max_probability": float(prob.max()),
       }
     )
-  summary = {
+  summary = _summary(threshold, results, skipped)
+  _write_summary(output_dir, summary)
+  return summary
+
+
+def _summary(threshold: float, results: list[dict], skipped: list[dict]) -> dict:
+  return {
     "threshold": threshold,
     "score": "mean of the top 1% pixel probabilities",
     "images": results,
     "skipped": skipped,
   }
-  tmp = os.path.join(output_dir, "summary.json.tmp")
-  with open(tmp, "w") as f:
-    json.dump(summary, f, indent=2)
-  os.replace(tmp, os.path.join(output_dir, "summary.json"))
-  return summary
 
 
 def _define_flags() -> None:
@@ -115,6 +161,9 @@ def _define_flags() -> None:
     "default",
     "Checkpoint directory (training workdir or converted); 'default': the model packaged with "
     "the library (trained on generated forgeries only; see its provenance.json).",
+  )
+  flags.DEFINE_integer(
+    "step", None, "Predict with this saved step of --checkpoint (default: best, else latest)."
   )
   flags.DEFINE_string("output_dir", None, "Where to write the maps and summary.json.")
   flags.DEFINE_float("threshold", 0.5, "Probability above which a pixel counts as tampered.")
@@ -150,6 +199,11 @@ def main(argv: Sequence[str]) -> int:
     )
   from sdpal_jax.inference import Predictor  # noqa: PLC0415
 
+  if not 0.0 <= FLAGS.threshold < 1.0:
+    raise ConfigError(f"--threshold={FLAGS.threshold}; must be in [0, 1).")
+  if FLAGS.step is not None and FLAGS.step < 0:
+    raise ConfigError(f"--step={FLAGS.step}; expected a saved step number (>= 0).")
+  make_output_dir(FLAGS.output_dir)
   paths, problems = collect_images(inputs)
   for path, reason in problems:
     print(f"skipped: {path}: {reason}", file=sys.stderr)
@@ -159,6 +213,7 @@ def main(argv: Sequence[str]) -> int:
   overrides = {"walk_method": FLAGS.walk_method} if FLAGS.walk_method else {}
   predictor = Predictor.from_checkpoint(
     FLAGS.checkpoint,
+    step=FLAGS.step,
     full_resolution=FLAGS.full_resolution,
     tile_size=FLAGS.tile_size,
     tile_overlap=FLAGS.tile_overlap,

@@ -18,6 +18,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sdpal_jax.errors import ConfigError
+
 DEFAULT_METRICS = (("pixel_auc", "AUC"), ("pixel_f1", "F1"))
 
 
@@ -257,3 +259,22 @@ def write_per_image_csv(path: str, rows: Sequence[Mapping[str, Any]]) -> None:
     writer.writerow(PER_IMAGE_COLUMNS)
     for row in rows:
       writer.writerow([_csv_cell(row.get(column)) for column in PER_IMAGE_COLUMNS])
+
+
+def check_output_dir(path: str, flag: str = "--output_dir") -> None:
+  """A one-line ``ConfigError`` when ``path``, or a folder above it, is an existing file."""
+  parent = path
+  while parent and not os.path.exists(parent):
+    parent = os.path.dirname(parent.rstrip(os.sep))
+  if parent and not os.path.isdir(parent):
+    where = f"{flag}={path}" if parent == path else f"{flag}={path}: {parent}"
+    raise ConfigError(f"{where} is a file, not a folder; name a folder.")
+
+
+def make_output_dir(path: str, flag: str = "--output_dir") -> None:
+  """Creates the folder ``path``; a one-line ``ConfigError`` when that is not possible."""
+  check_output_dir(path, flag)
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    raise ConfigError(f"{flag}={path}: cannot create the folder ({e.strerror or e}).") from None
