@@ -7,6 +7,9 @@ transformation that produced the weights.
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import ml_collections
 
 from sdpal_jax.errors import ConfigError
@@ -136,6 +139,10 @@ def validate_model_config(c: ml_collections.ConfigDict) -> None:
     bad("conv_impl", c.conv_impl, f"one of {CONV_IMPLS}")
   if c.output_size is not None and len(tuple(c.output_size)) != 2:
     bad("output_size", c.output_size, "None or (height, width)")
+  if not 0.0 <= c.get("bn_momentum", 0.9) <= 1.0:
+    bad("bn_momentum", c.bn_momentum, "a number in [0, 1] (flax convention: 0.9)")
+  if not c.get("bn_epsilon", 1e-5) > 0:
+    bad("bn_epsilon", c.bn_epsilon, "a number > 0")
 
 
 def validate_preprocess_config(c: ml_collections.ConfigDict) -> None:
@@ -148,3 +155,88 @@ def validate_preprocess_config(c: ml_collections.ConfigDict) -> None:
     raise ConfigError(
       f"preprocess.image_size={c.image_size!r} is invalid; expected None or (height, width) >= 8."
     )
+
+
+def _non_finite_fields(value, path: str):
+  """``(dotted path, value)`` of every NaN or infinite float inside a config value."""
+  if isinstance(value, (ml_collections.ConfigDict, dict)):
+    for key, item in value.items():
+      yield from _non_finite_fields(item, f"{path}.{key}" if path else str(key))
+  elif isinstance(value, (list, tuple)):
+    for index, item in enumerate(value):
+      yield from _non_finite_fields(item, f"{path}[{index}]")
+  elif isinstance(value, float) and not math.isfinite(value):
+    yield path, value
+
+
+def _is_integer(value) -> bool:
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def validate_config_values(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the first training field whose value makes no sense.
+
+  Every float must be finite; the learning rate, the loss's positive weight and
+  the step counts must be positive; decay, clipping, Dice weight and warmup
+  must not be negative (0 turns them off); a warmup longer than the run never
+  reaches the learning rate; thresholds are probabilities in [0, 1). Fields a
+  config lacks are not checked (older configs).
+  """
+  for path, value in _non_finite_fields(config, ""):
+    raise ConfigError(f"{path}={value!r}; expected a finite number.")
+
+  def need(path: str, ok, expected: str) -> None:
+    node = config
+    for key in path.split("."):
+      if key not in node:
+        return
+      node = node[key]
+    if not ok(node):
+      raise ConfigError(f"{path}={node!r}; expected {expected}.")
+
+  def positive_number(v):
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and v > 0
+
+  def non_negative_number(v):
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and v >= 0
+
+  need("optimizer.learning_rate", positive_number, "a number > 0 (e.g. 1e-4)")
+  need("optimizer.weight_decay", non_negative_number, "a number >= 0 (0: no decay)")
+  need("optimizer.grad_clip", non_negative_number, "a number >= 0 (0: no clipping)")
+  need("optimizer.warmup_steps", lambda v: _is_integer(v) and v >= 0, "an integer >= 0")
+  need("optimizer.accumulation_steps", lambda v: _is_integer(v) and v >= 1, "an integer >= 1")
+  need("loss.positive_weight", positive_number, "a number > 0 (1: unweighted)")
+  need("loss.dice_weight", non_negative_number, "a number >= 0 (0: no Dice term)")
+  for field in (
+    "num_train_steps",
+    "global_batch_size",
+    "log_every_steps",
+    "eval_every_steps",
+    "checkpoint_every_steps",
+    "keep_checkpoints",
+    "data.shuffle_buffer",
+  ):
+    need(field, lambda v: _is_integer(v) and v >= 1, "an integer >= 1")
+  for field in ("num_eval_images", "profile_steps"):
+    need(field, lambda v: _is_integer(v) and v >= 0, "an integer >= 0")
+  need("data.max_examples", lambda v: v is None or (_is_integer(v) and v >= 1), "None or >= 1")
+  optimizer = config.get("optimizer", {})
+  steps = config.get("num_train_steps")
+  if (
+    optimizer.get("schedule") == "warmup_cosine"
+    and _is_integer(steps)
+    and optimizer.get("warmup_steps", 0) > steps
+  ):
+    raise ConfigError(
+      f"optimizer.warmup_steps={optimizer.warmup_steps} is longer than num_train_steps={steps}: "
+      "the learning rate would never reach optimizer.learning_rate; shorten the warmup."
+    )
+  for index, entry in enumerate(config.get("evals", ())):
+    where = f"evals[{index}]"
+    threshold = entry.get("threshold", 0.5)
+    if not (non_negative_number(threshold) and threshold < 1):
+      raise ConfigError(f"{where}.threshold={threshold!r}; expected a probability in [0, 1).")
+    for field in ("max_examples", "batch_size"):
+      value = entry.get(field, 0)
+      if not (_is_integer(value) and value >= 0):
+        raise ConfigError(f"{where}.{field}={value!r}; expected an integer >= 0 (0: all).")

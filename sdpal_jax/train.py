@@ -62,6 +62,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for field in ("model", "preprocess", "data", "optimizer", "loss"):
     if field not in config:
       raise ConfigError(f"config has no '{field}' section.")
+  model_config.validate_config_values(config)
   model_config.validate_model_config(config.model)
   model_config.validate_preprocess_config(config.preprocess)
   if config.preprocess.image_size is None:

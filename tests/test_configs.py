@@ -203,3 +203,62 @@ def test_configs_take_real_training_steps_on_fake_data(name, arg):
     state, metrics = step(state, batch, jax.random.key(1))
   assert int(state.step) == 2
   assert np.isfinite(float(metrics["loss"]))
+
+
+@pytest.mark.parametrize(
+  "field,value,message",
+  [
+    ("optimizer.learning_rate", -1.0, r"optimizer.learning_rate=-1.0; expected a number > 0"),
+    ("optimizer.learning_rate", 0.0, r"optimizer.learning_rate=0.0; expected a number > 0"),
+    ("optimizer.learning_rate", float("nan"), r"optimizer.learning_rate=nan; expected a finite"),
+    ("optimizer.learning_rate", float("inf"), r"optimizer.learning_rate=inf; expected a finite"),
+    ("optimizer.weight_decay", -0.1, r"optimizer.weight_decay=-0.1; expected a number >= 0"),
+    ("optimizer.grad_clip", -1.0, r"optimizer.grad_clip=-1.0"),
+    ("optimizer.warmup_steps", -5, r"optimizer.warmup_steps=-5; expected an integer >= 0"),
+    ("loss.positive_weight", float("nan"), r"loss.positive_weight=nan"),
+    ("loss.dice_weight", -1.0, r"loss.dice_weight=-1.0"),
+    ("model.walk.threshold", float("inf"), r"model.walk.threshold=inf"),
+    ("model.bn_epsilon", 0.0, r"model.bn_epsilon=0.0"),
+    ("data.augment.noise_std", float("nan"), r"data.augment.noise_std=nan"),
+    ("global_batch_size", 0, r"global_batch_size=0; expected an integer >= 1"),
+    ("num_train_steps", -3, r"num_train_steps=-3; expected an integer >= 1"),
+    ("keep_checkpoints", 0, r"keep_checkpoints=0; expected an integer >= 1"),
+    ("data.shuffle_buffer", 0, r"data.shuffle_buffer=0"),
+    ("num_eval_images", -1, r"num_eval_images=-1; expected an integer >= 0"),
+  ],
+)
+def test_nonsense_values_are_config_errors_naming_field_and_value(field, value, message):
+  config = load_config("tiny")
+  *parents, leaf = field.split(".")
+  node = config
+  for key in parents:
+    node = node[key]
+  with config.unlocked():
+    node[leaf] = value
+  with pytest.raises(ConfigError, match=message):
+    train.validate_config(config)
+
+
+def test_warmup_longer_than_the_run_and_eval_thresholds_outside_0_1_are_refused():
+  config = load_config("quickstart")
+  config.optimizer.schedule = "warmup_cosine"
+  config.optimizer.warmup_steps = config.num_train_steps + 1
+  with pytest.raises(ConfigError, match=r"optimizer.warmup_steps=\d+ is longer than num_train"):
+    train.validate_config(config)
+  config = load_config("tiny")
+  with config.unlocked():
+    config.evals[0].threshold = 1.5
+  with pytest.raises(ConfigError, match=r"evals\[0\].threshold=1.5; expected a probability"):
+    train.validate_config(config)
+
+
+@pytest.mark.slow
+def test_a_nan_learning_rate_on_the_command_line_is_one_error_line():
+  completed = subprocess.run(
+    [sys.executable, "-m", "sdpal_jax.train", "--config=tiny", "--workdir=/nonexistent/never",
+     "--config.optimizer.learning_rate=nan"],
+    capture_output=True, text=True, timeout=300,
+  )  # fmt: skip
+  assert completed.returncode == 2, completed.stderr[-3000:]
+  assert "error: optimizer.learning_rate=nan; expected a finite number." in completed.stderr
+  assert "Traceback" not in completed.stderr
