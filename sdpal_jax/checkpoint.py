@@ -33,6 +33,7 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 
 from sdpal_jax import model_config as model_config_lib
@@ -195,9 +196,24 @@ def one_line(error: BaseException, limit: int = 400) -> str:
   return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+class NonFiniteStateError(CheckpointError):
+  """A saved step whose arrays hold NaN or infinity."""
+
+
+def _all_finite(tree) -> bool:
+  """Whether every floating-point leaf is finite, read from each (replicated) array's local copy."""
+  leaves = [
+    np.asarray(x.addressable_data(0) if isinstance(x, jax.Array) else x)
+    for x in jax.tree_util.tree_leaves(tree)
+  ]
+  return all(np.isfinite(x).all() for x in leaves if np.issubdtype(x.dtype, np.inexact))
+
+
 def _damage(step_dir: str, error: BaseException) -> str:
   """Which file of ``step_dir`` is broken, and how: orbax names the array (and its OCDBT
   database) when array data is cut short, but not the file when a JSON metadata file is."""
+  if isinstance(error, NonFiniteStateError):
+    return str(error)
   for folder, _, names in sorted(os.walk(step_dir)):
     for name in sorted(names):
       path = os.path.join(folder, name)
@@ -254,7 +270,8 @@ class TrainingCheckpoints:
     ``origin`` says which: ``"resumed from step N"``, ``"backbone PATH"`` or ``"scratch"``.
 
     A step that cannot be restored while an earlier one can is damaged (a truncated or
-    missing file: the earlier step proves the state's layout matches): it is moved to
+    missing file: the earlier step proves the state's layout matches), as is one holding
+    NaN or infinity (saved by a diverged run before training stopped on them): it is moved to
     ``DIR/unreadable/<step>`` with a warning naming the file and the error, and the run
     resumes from the newest intact step. When no step restores, nothing is moved and a
     ``CheckpointError`` names the latest step and why it failed.
@@ -274,6 +291,9 @@ class TrainingCheckpoints:
         )
       except Exception as e:  # orbax/tensorstore raise many types; named below
         failures.append((step, e))
+        continue
+      if not _all_finite([restored[MODEL_ITEM], restored[TRAIN_ITEM]]):
+        failures.append((step, NonFiniteStateError("it holds non-finite values (a diverged run)")))
         continue
       for bad_step, error in failures:
         self._set_aside(bad_step, error, resumed_step=step)

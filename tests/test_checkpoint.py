@@ -168,6 +168,22 @@ def test_resume_falls_back_to_the_previous_step_when_the_latest_has_a_truncated_
   assert checkpoint.saved_steps(str(tmp_path)) == [1, 2]
 
 
+def test_resume_skips_a_latest_step_with_non_finite_values(tmp_path, caplog):
+  """A step a diverged run saved (as training did before it stopped on NaN) is set aside."""
+  saved = _training_checkpoints(tmp_path)
+  saved.save(1, _train_state(1.0).replace(step=1))
+  saved.save(2, _train_state(float("nan")).replace(step=2))
+  saved.close()
+  resumed = _training_checkpoints(tmp_path)
+  with caplog.at_level("WARNING"):
+    state, origin = resumed.restore_or_initialize(_train_state(0.0))
+  resumed.close()
+  assert origin == "resumed from step 1" and np.isfinite(state.params["dense"]["kernel"]).all()
+  warning = next(r.getMessage() for r in caplog.records if "damaged" in r.getMessage())
+  assert f"{checkpoint.LATEST_DIR}/2 is damaged (it holds non-finite values" in warning
+  assert checkpoint.saved_steps(str(tmp_path)) == [1]
+
+
 def test_a_resume_that_no_step_can_take_names_the_latest_and_moves_nothing(tmp_path):
   saved = _training_checkpoints(tmp_path)
   saved.save(1, _train_state())
