@@ -22,6 +22,7 @@ from PIL import Image
 from sdpal_jax import checkpoint as checkpoint_lib
 from sdpal_jax import preprocessing
 from sdpal_jax.errors import CheckpointError, SdpalError
+from sdpal_jax.models import build_model
 
 # Fixed key for the "sampled" walk so that a prediction is reproducible.
 _WALK_KEY_SEED = 0
@@ -129,8 +130,6 @@ class Predictor:
     of the cost (``docs/performance.md``: same F1/AUC as the exact walk on the
     synthetic test split, 589x faster than the release at 128x128 nodes).
     """
-    from sdpal_jax.models import build_model  # noqa: PLC0415 (heavy import)
-
     loaded = checkpoint_lib.load_inference_checkpoint(path, step=step)
     bad, total, first = non_finite_weights(loaded.variables)
     if bad:

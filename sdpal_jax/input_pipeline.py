@@ -36,6 +36,8 @@ import jax
 import ml_collections
 import numpy as np
 import tensorflow as tf
+import tensorflow_datasets as tfds
+from absl import logging
 
 from sdpal_jax import augment, preprocessing
 from sdpal_jax.data_config import PIPELINES, RESIZE_POLICIES
@@ -193,8 +195,6 @@ def memory_train_dataset(
 
 def _read_pair(image_path: bytes, mask_path: bytes):
   """(image, mask, ok) for a file pair; unreadable pairs give ok=False and are logged."""
-  from absl import logging  # noqa: PLC0415
-
   image_path, mask_path = image_path.decode(), mask_path.decode()
   try:
     image = load_image(image_path)
@@ -238,8 +238,6 @@ def stream_train_dataset(
   )
   shuffle_seed = seed * 1_000_003 + start_step
   if isinstance(source, TfdsSource):
-    import tensorflow_datasets as tfds  # noqa: PLC0415
-
     share = tfds.even_splits(source.split, n=process_count)[process_index]
     ds = source.builder.as_dataset(
       split=share,

@@ -28,9 +28,11 @@ import numpy as np
 from absl import flags, logging
 from PIL import Image
 
+from sdpal_jax import cli
 from sdpal_jax.errors import ConfigError, SdpalError
 from sdpal_jax.figures import overlay
 from sdpal_jax.image_io import IMAGE_EXTENSIONS, load_image
+from sdpal_jax.inference import Predictor
 from sdpal_jax.metrics import NonFiniteScoresError, detection_score, require_finite
 from sdpal_jax.reporting import make_output_dir, unique_names
 
@@ -197,8 +199,6 @@ def main(argv: Sequence[str]) -> int:
       "no photo given: python -m sdpal_jax.predict [--checkpoint DIR] --output_dir OUT "
       "IMAGE_OR_DIR..."
     )
-  from sdpal_jax.inference import Predictor  # noqa: PLC0415
-
   if not 0.0 <= FLAGS.threshold < 1.0:
     raise ConfigError(f"--threshold={FLAGS.threshold}; must be in [0, 1).")
   if FLAGS.step is not None and FLAGS.step < 0:
@@ -231,8 +231,6 @@ def main(argv: Sequence[str]) -> int:
 
 def run_main() -> None:
   """Console entry point (``sdpal-predict``)."""
-  from sdpal_jax import cli  # noqa: PLC0415
-
   cli.run(main, _define_flags)
 
 
