@@ -37,6 +37,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from sdpal_jax import model_config as model_config_lib
+from sdpal_jax import torch_import
 from sdpal_jax.errors import CheckpointError
 
 CONFIG_FILE = "config.json"
@@ -312,8 +313,6 @@ class TrainingCheckpoints:
         "the files are damaged: move the step away to start over."
       ) from error
     if init_from:
-      from sdpal_jax import torch_import  # noqa: PLC0415
-
       path = resolve_backbone(init_from)
       with ocp.StandardCheckpointer() as checkpointer:
         backbone = checkpointer.restore(path)

@@ -16,18 +16,21 @@ started as ``python -m sdpal_jax.X`` or as the ``sdpal-X`` console script:
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from sdpal_jax import configs
 from sdpal_jax.errors import SdpalError
 
 
 def _resolve_config_argument(argv: list[str]) -> list[str]:
   """Turns ``--config NAME[:arg]`` (a packaged config) into its file path for ml_collections."""
-  from sdpal_jax import configs  # noqa: PLC0415
-
   out = list(argv)
   for i, arg in enumerate(out):
     if arg.startswith("--config="):
@@ -56,7 +59,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
   """Exceptions a user causes (files, disks, checkpoints that do not match), besides SdpalError."""
   types: list[type[BaseException]] = [SdpalError, OSError]
   if "flax" in sys.modules:  # e.g. ScopeParamShapeError: weights of another model
-    from flax import errors as flax_errors  # noqa: PLC0415
+    from flax import errors as flax_errors  # noqa: PLC0415 (datasets.build runs without JAX)
 
     types.append(flax_errors.FlaxError)
   return tuple(types)
@@ -77,14 +80,10 @@ def run(
       packaged config name, with ``--config.field=value`` overrides).
   """
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO/WARNING lines
-  from absl import app, flags, logging  # noqa: PLC0415
-
   flag_values = flags.FLAGS
   before = set(flag_values)
   define_flags()
   if config_flag and "config" not in flag_values:
-    from ml_collections import config_flags  # noqa: PLC0415
-
     config_flags.DEFINE_config_file(
       "config",
       None,
@@ -113,8 +112,6 @@ def run(
   def guarded(argv: Sequence[str]) -> None:
     if not flag_values["verbosity"].present:
       logging.set_verbosity(logging.WARNING)
-      import logging as std_logging  # noqa: PLC0415
-
       std_logging.getLogger().setLevel(std_logging.WARNING)
     verbose = flag_values["verbosity"].present
     try:

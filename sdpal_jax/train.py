@@ -34,17 +34,19 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import logging
+from absl import flags, logging
 from clu import metric_writers, periodic_actions
 from clu import metrics as clu_metrics
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from sdpal_jax import checkpoint as checkpoint_lib
-from sdpal_jax import input_pipeline, model_config
+from sdpal_jax import cli, input_pipeline, model_config
 from sdpal_jax import metrics as metrics_lib
 from sdpal_jax import train_state as train_state_lib
 from sdpal_jax.errors import ConfigError, SdpalError
 from sdpal_jax.evaluator import Evaluator
+from sdpal_jax.inference import Predictor
 from sdpal_jax.models import build_model
 
 # Training-loop metrics, averaged over the steps between two log lines.
@@ -193,7 +195,7 @@ class WorkdirLock:
 
   def acquire(self) -> None:
     try:
-      import fcntl  # noqa: PLC0415
+      import fcntl  # noqa: PLC0415 (Unix only: on Windows no lock is taken)
     except ImportError:
       return
     fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -294,14 +296,12 @@ class _Preemption:
 
   def reached(self, step: int) -> int:
     """The signal to stop on after ``step`` (0: go on): the same answer in every process."""
-    from jax.experimental import multihost_utils  # noqa: PLC0415
-
     if self._mode == "sync":
       requested = int(signal.SIGTERM) if multihost_utils.reached_preemption_sync_point(step) else 0
     elif self._mode == "allgather":
-      flags = multihost_utils.process_allgather(np.asarray(self._signum != 0, np.int32))
+      signalled = multihost_utils.process_allgather(np.asarray(self._signum != 0, np.int32))
       # A process that saw no signal itself stops for another's notice: a preemption (SIGTERM).
-      requested = (self._signum or int(signal.SIGTERM)) if np.any(flags) else 0
+      requested = (self._signum or int(signal.SIGTERM)) if np.any(signalled) else 0
     else:
       requested = self._signum
     if requested:
@@ -440,8 +440,6 @@ def _train(
     state = jax.device_put(state, replicated)
 
     # Validation: every process scores the whole split on its local devices.
-    from sdpal_jax.inference import Predictor  # noqa: PLC0415
-
     evaluators = {
       e.name: Evaluator.from_config(
         e,
@@ -607,15 +605,11 @@ def _train(
 
 
 def _define_flags() -> None:
-  from absl import flags  # noqa: PLC0415
-
   flags.DEFINE_string("workdir", None, "Directory for checkpoints and TensorBoard events.")
   flags.mark_flag_as_required("workdir")
 
 
 def main(argv) -> int:
-  from absl import flags  # noqa: PLC0415
-
   if len(argv) > 1:
     raise ConfigError(f"unexpected arguments {argv[1:]}; see --help.")
   if os.environ.get("JAX_COORDINATOR_ADDRESS"):
@@ -628,8 +622,6 @@ def main(argv) -> int:
 
 def run_main() -> None:
   """Console entry point (``sdpal-train``)."""
-  from sdpal_jax import cli  # noqa: PLC0415
-
   cli.run(main, _define_flags, config_flag=True)
 
 

@@ -1,8 +1,7 @@
 """The training step: optimiser, loss, ``TrainState`` and ``train_step``.
 
-Everything here is pure and needs neither TensorFlow, ml_collections (it only
-annotates with it; ``make_loss`` takes any mapping) nor any data code, so
-benchmarks, parity checks and GPU boxes without them import it alone.
+Everything here is pure and needs neither TensorFlow nor any data code, so
+benchmarks and parity checks import it alone (``make_loss`` takes any mapping).
 ``sdpal_jax.train`` runs the loop around it (data, evaluation, checkpoints).
 
 The shapes follow flax's ``examples/imagenet``: ``create_train_state`` builds
@@ -13,17 +12,16 @@ returns the new state and the step's metrics; jit happens at the call site.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 from flax.training import train_state
 
 from sdpal_jax.errors import ConfigError
-
-if TYPE_CHECKING:
-  import ml_collections
+from sdpal_jax.models import init_model
 
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
 LOSS_FORMS = ("logits", "release")
@@ -199,8 +197,6 @@ def create_train_state(
     rng: initialisation key.
     variables: ``{"params", "batch_stats"}`` to start from instead of a random init.
   """
-  from sdpal_jax.models import init_model  # noqa: PLC0415 (keeps this module light to import)
-
   if variables is None:
     image_size = tuple(int(s) for s in config.preprocess.image_size)
     variables = init_model(model, rng, (1, *image_size, 3))
