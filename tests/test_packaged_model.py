@@ -1,0 +1,138 @@
+"""The model packaged with the library: its files, its recipe and its recorded numbers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from sdpal_jax import checkpoint, configs, packaged_model
+from sdpal_jax.image_io import load_image
+from sdpal_jax.inference import Predictor
+
+PROVENANCE = packaged_model.read_provenance()
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+  return Predictor.from_checkpoint()
+
+
+def test_packaged_model_is_the_default_checkpoint_and_matches_its_checksum(predictor):
+  assert checkpoint.resolve_directory("default") == checkpoint.DEFAULT_MODEL_DIR
+  assert packaged_model.variables_checksum(predictor.variables) == PROVENANCE["checksum_sha256"]
+  # Stored in half precision, widened to float32 at load.
+  leaves = [np.asarray(x) for x in jax.tree.leaves(predictor.variables)]
+  assert all(x.dtype == np.float32 for x in leaves if np.issubdtype(x.dtype, np.floating))
+  size = sum(
+    os.path.getsize(os.path.join(folder, name))
+    for folder, _, names in os.walk(checkpoint.DEFAULT_MODEL_DIR)
+    for name in names
+    if name != packaged_model.PROVENANCE_FILE
+  )
+  assert size == PROVENANCE["size_bytes"] < 16 * 2**20
+
+
+def test_packaged_model_provenance_names_its_recipe():
+  for key in ("command", "commit", "dataset", "dataset_version", "step", "hardware"):
+    assert PROVENANCE[key], key
+  assert PROVENANCE["config"] in PROVENANCE["command"]
+  recipe = configs.load(PROVENANCE["config"])
+  stored = checkpoint.read_config(checkpoint.DEFAULT_MODEL_DIR)
+  # The packaged config still describes the network and data the weights came from.
+  assert recipe.model.to_dict() == stored.model.to_dict()
+  assert recipe.preprocess.to_dict() == stored.preprocess.to_dict()
+  assert recipe.data.dataset == stored.data.dataset == PROVENANCE["dataset"]
+  assert PROVENANCE["storage_max_probability_change"] <= packaged_model.MAX_STORAGE_ERROR
+
+
+@pytest.mark.slow
+def test_packaged_model_scores_the_generated_test_split_as_recorded(predictor):
+  recorded = PROVENANCE["recorded"]["scores"]
+  scores = packaged_model.score_generated_split(predictor, protocol="dataset")
+  # Same weights, same images: only floating-point summation order may differ between CPUs.
+  assert scores["num_scored"] == recorded["num_scored"] == 150
+  assert scores["pixel_auc"] == pytest.approx(recorded["pixel_auc"], abs=2e-3)
+  assert scores["pixel_f1"] == pytest.approx(recorded["pixel_f1"], abs=5e-3)
+  assert recorded["pixel_auc"] > 0.75  # far from chance on its own kind of data
+
+
+@pytest.mark.slow
+def test_default_model_recipe_trains_with_the_current_code(tmp_path):
+  from sdpal_jax import train  # noqa: PLC0415 (TensorFlow)
+
+  config = configs.load(PROVENANCE["config"])
+  config.data.dataset = "synthetic_forgery/mixed_tiny"
+  config.global_batch_size = 2
+  config.num_train_steps = 2
+  config.optimizer.warmup_steps = 1
+  config.log_every_steps = 1
+  config.eval_every_steps = 2
+  config.checkpoint_every_steps = 2
+  train.train_and_evaluate(config, str(tmp_path))
+  trained = Predictor.from_checkpoint(str(tmp_path))
+  packaged = Predictor.from_checkpoint()
+  shapes = jax.tree.map(np.shape, trained.variables)
+  assert shapes == jax.tree.map(np.shape, packaged.variables)
+
+
+@pytest.mark.slow
+def test_predict_with_no_checkpoint_uses_the_packaged_model(tmp_path):
+  import skimage  # noqa: PLC0415
+
+  photo = os.path.join(os.path.dirname(skimage.__file__), "data", "astronaut.png")
+  result = subprocess.run(
+    [sys.executable, "-m", "sdpal_jax.predict", "--output_dir", str(tmp_path), photo],
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  assert result.returncode == 0, result.stderr[-2000:]
+  prob = np.load(tmp_path / "astronaut_prob.npy")
+  assert prob.shape == (512, 512) and np.isfinite(prob).all()
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert 0.0 <= summary["images"][0]["score"] <= 1.0
+  assert (tmp_path / "astronaut_mask.png").is_file()
+
+
+def test_mixed_large_holds_out_the_same_validation_and_test_images_as_mixed_small():
+  from sdpal_jax.datasets import synthetic_forgery  # noqa: PLC0415 (tfds)
+
+  by_name = {c.name: c for c in synthetic_forgery.SyntheticForgery.BUILDER_CONFIGS}
+  large, small = by_name["mixed_large"], by_name["mixed_small"]
+  assert large.num_train > 6 * small.num_train
+  photos = [load_image(p) for p in synthetic_forgery.source_photo_paths()]
+  for split, index in (("validation", 0), ("test", 149)):
+    a = synthetic_forgery.make_example(photos, split, index, large)
+    b = synthetic_forgery.make_example(photos, split, index, small)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+@pytest.mark.slow
+def test_evaluate_takes_the_packaged_model_as_workdir_default(tmp_path):
+  result = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "sdpal_jax.evaluate",
+      "--workdir",
+      "default",
+      "--datasets",
+      "synthetic_forgery/mixed_tiny:test",
+      "--output_dir",
+      str(tmp_path),
+    ],  # fmt: skip
+    capture_output=True,
+    text=True,
+    timeout=600,
+    cwd=tmp_path,
+  )
+  assert result.returncode == 0, result.stderr[-2000:]
+  scores = json.loads((tmp_path / "results.json").read_text())["synthetic_forgery/mixed_tiny:test"]
+  assert scores["num_scored"] == 6 and 0.0 <= scores["pixel_auc"] <= 1.0
