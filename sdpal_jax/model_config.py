@@ -183,7 +183,7 @@ def validate_config_values(config: ml_collections.ConfigDict) -> None:
   config lacks are not checked (older configs).
   """
   for path, value in _non_finite_fields(config, ""):
-    raise ConfigError(f"{path}={value!r}; expected a finite number.")
+    raise ConfigError(f"{path}={value!r} must be a finite number.")
 
   def need(path: str, ok, expected: str) -> None:
     node = config
@@ -192,7 +192,7 @@ def validate_config_values(config: ml_collections.ConfigDict) -> None:
         return
       node = node[key]
     if not ok(node):
-      raise ConfigError(f"{path}={node!r}; expected {expected}.")
+      raise ConfigError(f"{path}={node!r} must be {expected}.")
 
   def positive_number(v):
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and v > 0
@@ -204,7 +204,7 @@ def validate_config_values(config: ml_collections.ConfigDict) -> None:
   need("optimizer.weight_decay", non_negative_number, "a number >= 0 (0: no decay)")
   need("optimizer.grad_clip", non_negative_number, "a number >= 0 (0: no clipping)")
   need("optimizer.warmup_steps", lambda v: _is_integer(v) and v >= 0, "an integer >= 0")
-  need("optimizer.accumulation_steps", lambda v: _is_integer(v) and v >= 1, "an integer >= 1")
+  need("optimizer.accumulation_steps", lambda v: _is_integer(v) and v >= 1, "a positive integer")
   need("loss.positive_weight", positive_number, "a number > 0 (1: unweighted)")
   need("loss.dice_weight", non_negative_number, "a number >= 0 (0: no Dice term)")
   for field in (
@@ -216,7 +216,7 @@ def validate_config_values(config: ml_collections.ConfigDict) -> None:
     "keep_checkpoints",
     "data.shuffle_buffer",
   ):
-    need(field, lambda v: _is_integer(v) and v >= 1, "an integer >= 1")
+    need(field, lambda v: _is_integer(v) and v >= 1, "a positive integer")
   for field in ("num_eval_images", "profile_steps"):
     need(field, lambda v: _is_integer(v) and v >= 0, "an integer >= 0")
   need("data.max_examples", lambda v: v is None or (_is_integer(v) and v >= 1), "None or >= 1")
@@ -235,8 +235,8 @@ def validate_config_values(config: ml_collections.ConfigDict) -> None:
     where = f"evals[{index}]"
     threshold = entry.get("threshold", 0.5)
     if not (non_negative_number(threshold) and threshold < 1):
-      raise ConfigError(f"{where}.threshold={threshold!r}; expected a probability in [0, 1).")
+      raise ConfigError(f"{where}.threshold={threshold!r} must be a probability in [0, 1).")
     for field in ("max_examples", "batch_size"):
       value = entry.get(field, 0)
       if not (_is_integer(value) and value >= 0):
-        raise ConfigError(f"{where}.{field}={value!r}; expected an integer >= 0 (0: all).")
+        raise ConfigError(f"{where}.{field}={value!r} must be an integer >= 0 (0: all).")

@@ -72,15 +72,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   input_pipeline.validate_data_config(config.data)
   train_state_lib.make_loss(config.loss)  # validates loss.*
   train_state_lib.learning_rate_schedule(config)  # validates optimizer.schedule
-  for field in (
-    "num_train_steps",
-    "global_batch_size",
-    "log_every_steps",
-    "eval_every_steps",
-    "checkpoint_every_steps",
-  ):
-    if int(config[field]) <= 0:
-      raise ConfigError(f"{field}={config[field]!r} must be a positive integer.")
   if config.global_batch_size % jax.device_count():
     raise ConfigError(
       f"global_batch_size={config.global_batch_size} is not divisible by the "

@@ -208,23 +208,23 @@ def test_configs_take_real_training_steps_on_fake_data(name, arg):
 @pytest.mark.parametrize(
   "field,value,message",
   [
-    ("optimizer.learning_rate", -1.0, r"optimizer.learning_rate=-1.0; expected a number > 0"),
-    ("optimizer.learning_rate", 0.0, r"optimizer.learning_rate=0.0; expected a number > 0"),
-    ("optimizer.learning_rate", float("nan"), r"optimizer.learning_rate=nan; expected a finite"),
-    ("optimizer.learning_rate", float("inf"), r"optimizer.learning_rate=inf; expected a finite"),
-    ("optimizer.weight_decay", -0.1, r"optimizer.weight_decay=-0.1; expected a number >= 0"),
+    ("optimizer.learning_rate", -1.0, r"optimizer.learning_rate=-1.0 must be a number > 0"),
+    ("optimizer.learning_rate", 0.0, r"optimizer.learning_rate=0.0 must be a number > 0"),
+    ("optimizer.learning_rate", float("nan"), r"optimizer.learning_rate=nan must be a finite"),
+    ("optimizer.learning_rate", float("inf"), r"optimizer.learning_rate=inf must be a finite"),
+    ("optimizer.weight_decay", -0.1, r"optimizer.weight_decay=-0.1 must be a number >= 0"),
     ("optimizer.grad_clip", -1.0, r"optimizer.grad_clip=-1.0"),
-    ("optimizer.warmup_steps", -5, r"optimizer.warmup_steps=-5; expected an integer >= 0"),
+    ("optimizer.warmup_steps", -5, r"optimizer.warmup_steps=-5 must be an integer >= 0"),
     ("loss.positive_weight", float("nan"), r"loss.positive_weight=nan"),
     ("loss.dice_weight", -1.0, r"loss.dice_weight=-1.0"),
     ("model.walk.threshold", float("inf"), r"model.walk.threshold=inf"),
     ("model.bn_epsilon", 0.0, r"model.bn_epsilon=0.0"),
     ("data.augment.noise_std", float("nan"), r"data.augment.noise_std=nan"),
-    ("global_batch_size", 0, r"global_batch_size=0; expected an integer >= 1"),
-    ("num_train_steps", -3, r"num_train_steps=-3; expected an integer >= 1"),
-    ("keep_checkpoints", 0, r"keep_checkpoints=0; expected an integer >= 1"),
+    ("global_batch_size", 0, r"global_batch_size=0 must be a positive integer"),
+    ("num_train_steps", -3, r"num_train_steps=-3 must be a positive integer"),
+    ("keep_checkpoints", 0, r"keep_checkpoints=0 must be a positive integer"),
     ("data.shuffle_buffer", 0, r"data.shuffle_buffer=0"),
-    ("num_eval_images", -1, r"num_eval_images=-1; expected an integer >= 0"),
+    ("num_eval_images", -1, r"num_eval_images=-1 must be an integer >= 0"),
   ],
 )
 def test_nonsense_values_are_config_errors_naming_field_and_value(field, value, message):
@@ -248,7 +248,7 @@ def test_warmup_longer_than_the_run_and_eval_thresholds_outside_0_1_are_refused(
   config = load_config("tiny")
   with config.unlocked():
     config.evals[0].threshold = 1.5
-  with pytest.raises(ConfigError, match=r"evals\[0\].threshold=1.5; expected a probability"):
+  with pytest.raises(ConfigError, match=r"evals\[0\].threshold=1.5 must be a probability"):
     train.validate_config(config)
 
 
@@ -260,5 +260,5 @@ def test_a_nan_learning_rate_on_the_command_line_is_one_error_line():
     capture_output=True, text=True, timeout=300,
   )  # fmt: skip
   assert completed.returncode == 2, completed.stderr[-3000:]
-  assert "error: optimizer.learning_rate=nan; expected a finite number." in completed.stderr
+  assert "error: optimizer.learning_rate=nan must be a finite number." in completed.stderr
   assert "Traceback" not in completed.stderr
