@@ -176,13 +176,18 @@ def test_nist16_masks_are_read_inverted_from_the_reference_csv(tmp_path):
   assert examples[os.path.join("probe", "world.jpg")]["tampered"] == 0
 
 
-def test_imd2020_keeps_each_photo_with_its_original_and_mask(tmp_path):
-  root = tmp_path / "manual"
+def _imd2020_layout(root):
+  """Five IMD2020 folders, each a photo, its original and the photo's mask."""
   for i in range(5):
     folder = root / f"{i:04d}_src"
     _photo(folder / f"id{i}_orig.jpg", i)
     _photo(folder / f"id{i}_0.jpg", 10 + i)
     _mask(folder / f"id{i}_0_mask.png", slice(0, i + 1))
+  return root
+
+
+def test_imd2020_keeps_each_photo_with_its_original_and_mask(tmp_path):
+  root = _imd2020_layout(tmp_path / "manual")
   _, splits = _build("imd2020", root, tmp_path / "data")
   examples = {e["file_name"].decode(): e for s in splits.values() for e in s}
   assert len(examples) == 10
@@ -197,12 +202,7 @@ def test_imd2020_keeps_each_photo_with_its_original_and_mask(tmp_path):
 
 
 def test_imd2020_tampered_config_leaves_the_originals_out_of_the_same_splits(tmp_path):
-  root = tmp_path / "manual"
-  for i in range(5):
-    folder = root / f"{i:04d}_src"
-    _photo(folder / f"id{i}_orig.jpg", i)
-    _photo(folder / f"id{i}_0.jpg", 10 + i)
-    _mask(folder / f"id{i}_0_mask.png", slice(0, i + 1))
+  root = _imd2020_layout(tmp_path / "manual")
   _, every = _build("imd2020", root, tmp_path / "data")
   _, tampered = _build("imd2020/tampered", root, tmp_path / "data")
   for split, examples in every.items():
