@@ -228,11 +228,14 @@ def test_cli_exit_status_says_whether_files_were_skipped(checkpoint_dir, tmp_pat
   assert everything.returncode == 0, everything.stderr[-2000:]
   nothing = subprocess.run([*cmd, str(tmp_path / "broken.jpg")], capture_output=True, text=True)
   assert nothing.returncode == 2 and "broken.jpg" in nothing.stderr
+  # With no --checkpoint the packaged model predicts (tests/test_packaged_model.py): same statuses.
+  packaged_out = tmp_path / "packaged"
   no_checkpoint = subprocess.run(
-    [*cmd[:3], "--output_dir", str(out), str(tmp_path)], capture_output=True, text=True
+    [*cmd[:3], "--output_dir", str(packaged_out), str(tmp_path)], capture_output=True, text=True
   )
-  assert no_checkpoint.returncode == 2 and "error: " in no_checkpoint.stderr
-  assert "--checkpoint" in no_checkpoint.stderr and "Traceback" not in no_checkpoint.stderr
+  assert no_checkpoint.returncode == 1 and "broken.jpg" in no_checkpoint.stderr
+  assert (packaged_out / "ok_prob.npy").exists()
+  assert "Traceback" not in no_checkpoint.stderr
 
 
 def test_tiles_cover_the_image_and_blend_weights_sum_to_one_where_tiles_meet():
