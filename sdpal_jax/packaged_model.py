@@ -130,6 +130,7 @@ def package_model(
   Checks that float16 storage changes no probability of the recorded
   generated split by more than ``MAX_STORAGE_ERROR``, scores that split with
   the stored weights and writes ``provenance.json``; returns its contents.
+  Its ``hardware`` is this machine's: package on the machine that trained.
   """
 
   loaded = checkpoint_lib.load_inference_checkpoint(workdir, step=step)
