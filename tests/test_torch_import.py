@@ -20,7 +20,17 @@ from torch_release_layout import DiffAttention, ReleaseLayout, randomised_state_
 from torch_release_layout import ResNet as TorchResNet  # noqa: E402
 
 F = torch.nn.functional
-torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+  """torch on one thread here, given back afterwards: the thread count changes torch's
+  summation order, and a later file in the same worker (test_release_training_parity)
+  compares Adam updates of near-zero gradients, which amplify that order."""
+  threads = torch.get_num_threads()
+  torch.set_num_threads(1)
+  yield
+  torch.set_num_threads(threads)
 
 
 def _nchw(x):
