@@ -123,6 +123,9 @@ class Predictor:
     ``model_overrides`` replace model config fields (e.g. ``walk_method="blocked"``
     becomes ``model.walk.method``), useful for large images.
 
+    A checkpoint with ``preprocess.image_size=None`` (trained on crops at the
+    photos' own scale) always runs with ``full_resolution``.
+
     With ``full_resolution`` and no ``walk_method`` override, the random walk
     becomes ``"sampled"`` (``model.walk.num_landmarks`` landmark nodes per
     step): identical to the exact walk up to that many graph nodes (256x256
@@ -146,6 +149,9 @@ class Predictor:
       if field not in target:
         raise SdpalError(f"unknown model override {key!r}.")
       target[field] = value
+    # A model trained on crops at the photos' own scale (preprocess.image_size None) is always
+    # fed photos at their own size: tiles and the sampled walk keep large photos affordable.
+    full_resolution = full_resolution or loaded.preprocess_config.image_size is None
     if full_resolution:
       model_config.output_size = None
       if "walk_method" not in model_overrides:

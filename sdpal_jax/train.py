@@ -67,8 +67,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   model_config.validate_config_values(config)
   model_config.validate_model_config(config.model)
   model_config.validate_preprocess_config(config.preprocess)
-  if config.preprocess.image_size is None:
-    raise ConfigError("preprocess.image_size must be set for training (H, W).")
+  if config.preprocess.image_size is None and not (
+    config.data.resize_policy == "random_crop" and config.data.crop_size is not None
+  ):
+    raise ConfigError(
+      "preprocess.image_size=None (a model fed photos at their own size) trains on crops: "
+      "set data.resize_policy='random_crop' and data.crop_size=(H, W), or set "
+      "preprocess.image_size=(H, W)."
+    )
   input_pipeline.validate_data_config(config.data)
   train_state_lib.make_loss(config.loss)  # validates loss.*
   train_state_lib.learning_rate_schedule(config)  # validates optimizer.schedule
@@ -450,7 +456,7 @@ def _train(
       preprocess_config=config.preprocess,
     )
 
-    image_size = tuple(int(s) for s in config.preprocess.image_size)
+    image_size = train_state_lib.training_input_size(config)
     train_examples = None
     if config.data.pipeline == "memory":
       native = config.data.resize_policy == "random_crop"

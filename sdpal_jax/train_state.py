@@ -182,6 +182,15 @@ def make_loss(loss_config: ml_collections.ConfigDict) -> LossFn:
   return loss_fn
 
 
+def training_input_size(config: ml_collections.ConfigDict) -> tuple[int, int]:
+  """(H, W) of the training inputs: ``preprocess.image_size``, or ``data.crop_size`` for a
+  model fed photos at their own size (``preprocess.image_size=None``, random crops)."""
+  size = config.preprocess.image_size
+  if size is None:
+    size = config.data.crop_size
+  return tuple(int(s) for s in size)
+
+
 def create_train_state(
   config: ml_collections.ConfigDict,
   model,
@@ -189,7 +198,7 @@ def create_train_state(
   *,
   variables: dict[str, Any] | None = None,
 ) -> TrainState:
-  """A fresh ``TrainState`` for ``model`` (``config.preprocess.image_size`` inputs).
+  """A fresh ``TrainState`` for ``model`` (``training_input_size(config)`` inputs).
 
   Args:
     config: the training config (``optimizer``, ``num_train_steps``, ``preprocess``).
@@ -198,8 +207,7 @@ def create_train_state(
     variables: ``{"params", "batch_stats"}`` to start from instead of a random init.
   """
   if variables is None:
-    image_size = tuple(int(s) for s in config.preprocess.image_size)
-    variables = init_model(model, rng, (1, *image_size, 3))
+    variables = init_model(model, rng, (1, *training_input_size(config), 3))
   return TrainState.create(
     apply_fn=model.apply,
     params=variables["params"],

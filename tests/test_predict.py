@@ -79,6 +79,13 @@ def test_full_resolution_feeds_the_photo_at_its_own_size(checkpoint_dir):
   assert full.predict_image(_photo(72, 88)).shape == (72, 88)
 
 
+def test_a_model_trained_at_the_photos_own_scale_always_sees_photos_at_their_own_size(tmp_path):
+  native = Predictor.from_checkpoint(save_tiny_checkpoint(tmp_path, image_size=None))
+  assert native.full_resolution and native.model_config.walk.method == "sampled"
+  assert native.input_size((72, 88)) == (72, 88)
+  assert native.predict_image(_photo(72, 88)).shape == (72, 88)
+
+
 @pytest.mark.slow
 def test_full_resolution_uses_the_sampled_walk_unless_told_otherwise(checkpoint_dir):
   full = Predictor.from_checkpoint(checkpoint_dir, full_resolution=True)

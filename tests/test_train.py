@@ -121,6 +121,27 @@ def test_invalid_config_values_are_named(tmp_path):
     train.train_and_evaluate(bad, str(tmp_path))
 
 
+def test_a_model_without_an_input_size_must_train_on_crops(tmp_path):
+  config = _tiny()
+  config.preprocess.image_size = None
+  with pytest.raises(ConfigError, match="data.crop_size"):
+    train.train_and_evaluate(config, str(tmp_path / "w"))
+  assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow
+def test_crops_at_the_photos_own_scale_train_a_model_that_predicts_at_any_size(tmp_path):
+  config = _tiny(num_train_steps=2, eval_every_steps=2, checkpoint_every_steps=2)
+  config.preprocess.image_size = None
+  config.data.resize_policy = "random_crop"
+  config.data.crop_size = (64, 64)
+  result = train.train_and_evaluate(config, str(tmp_path))
+  assert result["eval"]["validation"]["num_scored"] == 6
+  predictor = Predictor.from_checkpoint(str(tmp_path))
+  assert predictor.preprocess_config.image_size is None and predictor.full_resolution
+  assert predictor.predict_image(np.zeros((72, 96, 3), np.uint8)).shape == (72, 96)
+
+
 def _cli(workdir, *overrides, config="tiny"):
   return [
     sys.executable, "-m", "sdpal_jax.train", f"--config={config}", f"--workdir={workdir}",
