@@ -1,6 +1,7 @@
 """Evaluates checkpoints on forgery datasets and writes F1/AUC tables.
 
   python -m sdpal_jax.evaluate --workdir DIR[,DIR...] [--labels A,B] [--step N|all] \\
+      [--baselines centre] \\
       --datasets SPEC[,SPEC...] [--protocol dataset|image|best|all] \\
       [--resolution native|release] [--full_resolution [--tile_size PX]] \\
       [--threshold 0.5] [--image_score top1|topP|max|mean|area] [--output_dir OUT] \\
@@ -50,6 +51,11 @@ checkpoint's ``preprocess.image_size`` first (the SDPAL release scores
 ``--tile_size`` tiles above that size, exactly as ``predict --full_resolution``
 (both through ``Predictor.from_checkpoint(full_resolution=, tile_size=)``).
 
+Baselines: ``--baselines centre`` adds a row for a map that needs no model
+(``sdpal_jax.baselines.centre_prior``: the middle of the photo is tampered),
+the floor a checkpoint's score is read against; with no ``--workdir`` only
+the baseline is scored (``--output_dir`` is then required).
+
 Checkpoints: each ``--workdir`` is scored at its best (else latest) step;
 ``--step N`` picks step N of every workdir (row ``DIR@N``), ``--step all``
 scores every saved step (``checkpoint.saved_steps``), one row ``DIR@STEP`` each.
@@ -71,7 +77,7 @@ from typing import Any
 
 from absl import flags
 
-from sdpal_jax import checkpoint, cli, reporting
+from sdpal_jax import baselines, checkpoint, cli, reporting
 from sdpal_jax import figures as figures_lib
 from sdpal_jax import metrics as metrics_lib
 from sdpal_jax import perturbations as perturbations_lib
@@ -448,6 +454,11 @@ def _file_safe(text: str) -> str:
 
 def _define_flags() -> None:
   flags.DEFINE_list("workdir", None, "Checkpoint directories (training workdirs or converted).")
+  flags.DEFINE_list(
+    "baselines",
+    [],
+    "Reference maps scored as extra rows, no model needed: 'centre' (sdpal_jax.baselines).",
+  )
   flags.DEFINE_list("labels", None, "Row labels, one per workdir (default: directory names).")
   flags.DEFINE_string(
     "step", None, "Checkpoint step: N, or 'all' (every saved step, one row DIR@STEP each)."
@@ -492,7 +503,7 @@ def _define_flags() -> None:
   flags.DEFINE_integer("batch_size", 1, "Images per model call.")
   flags.DEFINE_integer("max_examples", None, "Score at most this many items per dataset.")
   flags.DEFINE_integer("histogram_bins", 0, "0: exact pooled AUC; N: fixed-memory N-bin histogram.")
-  flags.mark_flags_as_required(["workdir", "datasets"])
+  flags.mark_flags_as_required(["datasets"])
 
 
 def main(argv: Sequence[str]) -> None:
@@ -502,13 +513,24 @@ def main(argv: Sequence[str]) -> None:
   unexpected = [a for a in extra if not perturbations_lib.is_perturbation_token(a)]
   if unexpected:
     raise SdpalError(f"unexpected arguments {unexpected}; see --help.")
-  output_dir = flag_values.output_dir or os.path.join(flag_values.workdir[0], "evaluation")
+  workdirs = list(flag_values.workdir or [])
+  reference_maps = baselines.make_baselines(flag_values.baselines)
+  if not workdirs and not reference_maps:
+    raise ConfigError("no checkpoint given: pass --workdir DIR[,DIR...] or --baselines centre.")
+  if not flag_values.output_dir and not workdirs:
+    raise ConfigError("--baselines without --workdir needs --output_dir (where the tables go).")
+  output_dir = flag_values.output_dir or os.path.join(workdirs[0], "evaluation")
   reporting.check_output_dir(output_dir)
+  labels = flag_values.labels
+  if labels is not None:
+    if len(labels) != len(workdirs):
+      raise ConfigError(f"--labels has {len(labels)} names for {len(workdirs)} workdirs.")
+    labels = [*labels, *(b.label for b in reference_maps)]
   evaluate_datasets(
-    flag_values.workdir,
+    [*workdirs, *reference_maps],
     flag_values.datasets,
     EvaluationRequest.from_flags(flag_values, extra_perturbations=extra),
-    labels=flag_values.labels,
+    labels=labels,
     output_dir=output_dir,
   )
   print(f"\nWrote {output_dir}/results.json")

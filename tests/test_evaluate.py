@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from sklearn import metrics as skm
 
-from sdpal_jax import evaluate, metrics, perturbations
+from sdpal_jax import baselines, evaluate, metrics, perturbations
 
 
 class RedChannelPredictor:
@@ -398,3 +398,76 @@ def test_cli_refuses_to_print_numbers_for_an_unreadable_split(tmp_path):
   assert "Traceback" not in completed.stderr
   assert "| Model |" not in completed.stdout
   assert not (out / "results.json").exists()
+
+
+def _centred_and_cornered_items(size=(40, 60)):
+  """One photo forged in its middle, one in a corner."""
+  image = np.full((*size, 3), 128, np.uint8)
+  middle = np.zeros(size, np.uint8)
+  middle[15:25, 22:38] = 1
+  corner = np.zeros(size, np.uint8)
+  corner[:8, :10] = 1
+  return (
+    {"image": image, "mask": middle, "tampered": True, "name": "middle.png"},
+    {"image": image, "mask": corner, "tampered": True, "name": "corner.png"},
+  )
+
+
+def test_centre_prior_is_one_in_the_middle_and_zero_in_the_corners_for_any_aspect():
+  for height, width in ((5, 5), (40, 60), (61, 13)):
+    prior = baselines.centre_prior(height, width)
+    assert prior.shape == (height, width) and prior.dtype == np.float32
+    assert prior.min() >= 0.0 and prior.max() <= 1.0
+    assert prior[height // 2, width // 2] == prior.max() > 0.9
+    assert prior[0, 0] == prior.min() < 0.25
+    np.testing.assert_allclose(prior, prior[::-1, ::-1], atol=1e-6)
+
+
+def test_centre_baseline_ranks_a_middle_forgery_first_and_a_corner_forgery_last():
+  middle, corner = _centred_and_cornered_items()
+  results = evaluate.evaluate_datasets(
+    baselines.make_baselines(["centre"]),
+    [("middle", ListSource([middle])), ("corner", ListSource([corner]))],
+    progress=False,
+    verbose=False,
+  )
+  assert set(results) == {"centre_prior"}
+  assert results["centre_prior"]["middle"]["pixel_auc"] > 0.99
+  assert results["centre_prior"]["corner"]["pixel_auc"] < 0.1
+
+
+def test_unknown_baseline_is_a_config_error_naming_the_choices():
+  with pytest.raises(evaluate.ConfigError, match="unknown.*'middle'.*expected one of: centre"):
+    baselines.make_baselines(["middle"])
+
+
+def test_cli_scores_a_baseline_beside_no_checkpoint_and_needs_somewhere_to_write(tmp_path):
+  folder = tmp_path / "data"
+  (folder / "Tp").mkdir(parents=True)
+  (folder / "Gt").mkdir()
+  for item in _centred_and_cornered_items():
+    Image.fromarray(item["image"]).save(folder / "Tp" / item["name"])
+    Image.fromarray(item["mask"] * 255).save(folder / "Gt" / item["name"])
+  command = [
+    sys.executable,
+    "-m",
+    "sdpal_jax.evaluate",
+    "--baselines=centre",
+    f"--datasets={folder}",
+  ]
+  out = tmp_path / "eval"
+  completed = subprocess.run(
+    [*command, f"--output_dir={out}"], capture_output=True, text=True, timeout=300
+  )
+  assert completed.returncode == 0, completed.stderr[-2000:]
+  saved = json.loads((out / "results.json").read_text())
+  (scores,) = saved.values()
+  assert scores["num_scored"] == 2 and 0.0 < scores["pixel_auc"] < 1.0
+  assert "| centre_prior |" in (out / "results.md").read_text()
+
+  without_output = subprocess.run(command, capture_output=True, text=True, timeout=300)
+  assert without_output.returncode == 2
+  assert "needs --output_dir" in without_output.stderr
+  nothing = subprocess.run(command[:3] + command[4:], capture_output=True, text=True, timeout=300)
+  assert nothing.returncode == 2 and "--workdir" in nothing.stderr
+  assert "Traceback" not in without_output.stderr + nothing.stderr
