@@ -6,7 +6,9 @@ middle" already ranks pixels well above chance. On CASIA v1.0 and COVERAGE
 the centre prior below scores pixel AUC 0.66 and 0.75 (dataset protocol,
 native resolution; docs/results/real_data): a localisation score is only
 evidence of forensic skill by its margin over this row. Score it beside any
-checkpoint with ``sdpal-evaluate --baselines centre``.
+checkpoint with ``sdpal-evaluate --baselines centre``; the dataset protocol's
+``pixel_auc_centre_controlled`` (``metrics.CentreControlledAUC``) scores a
+map with the position effect taken out.
 """
 
 from __future__ import annotations
@@ -17,20 +19,17 @@ from typing import Any
 
 import numpy as np
 
+from sdpal_jax import metrics
 from sdpal_jax.errors import ConfigError
 
 
 def centre_prior(height: int, width: int) -> np.ndarray:
-  """float32 ``[height, width]`` in [0, 1]: 1 at the centre, 0 at the corners.
+  """float32 ``[height, width]`` in (0, 1]: 1 at the centre, falling linearly to ~0 at the corners.
 
-  One minus the distance of each pixel centre from the image centre, in
-  coordinates relative to the image's height and width (so every aspect
-  ratio gives the same elliptical rings), divided by the half-diagonal.
+  One minus ``metrics.relative_distance_from_centre`` (distance from the image
+  centre in coordinates relative to height and width, over the half-diagonal).
   """
-  y = (np.arange(height, dtype=np.float64) + 0.5) / height - 0.5
-  x = (np.arange(width, dtype=np.float64) + 0.5) / width - 0.5
-  distance = np.sqrt(y[:, None] ** 2 + x[None, :] ** 2) / np.sqrt(0.5)
-  return (1.0 - distance).astype(np.float32)
+  return (1.0 - metrics.relative_distance_from_centre(height, width)).astype(np.float32)
 
 
 @dataclasses.dataclass

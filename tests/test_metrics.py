@@ -280,3 +280,46 @@ def test_image_scores_refuse_non_finite_maps_and_scores(rule):
     metrics.image_score_fn(rule)(prob)
   with pytest.raises(metrics.NonFiniteScoresError, match="image score not finite"):
     metrics.DetectionMetrics().update(float("nan"), True)
+
+
+def _centred_forgeries(num=6, size=(120, 160), seed=0):
+  """Maps whose tampered square always covers the middle, plus noise probabilities."""
+  rng = np.random.default_rng(seed)
+  items = []
+  for _ in range(num):
+    mask = np.zeros(size, bool)
+    top, left = rng.integers(30, 50), rng.integers(40, 60)
+    mask[top : top + 40, left : left + 48] = True
+    items.append((rng.random(size).astype(np.float32), mask))
+  return items
+
+
+def test_centre_controlled_auc_is_near_half_for_a_map_of_position_alone():
+  items = _centred_forgeries()
+  position_only = metrics.DatasetMetrics()
+  for _, mask in items:
+    position_only.update(1.0 - metrics.relative_distance_from_centre(*mask.shape), mask)
+  result = position_only.result()
+  assert result["pixel_auc"] > 0.95
+  assert 0.5 <= result["pixel_auc_centre_controlled"] < 0.6
+
+
+def test_centre_controlled_auc_scores_a_map_that_knows_the_content():
+  knows = metrics.DatasetMetrics()
+  for noise, mask in _centred_forgeries():
+    knows.update(np.where(mask, 0.5 + 0.5 * noise, 0.5 * noise), mask)
+  assert knows.result()["pixel_auc_centre_controlled"] == 1.0
+
+
+def test_centre_controlled_auc_with_one_ring_is_the_pooled_auc_and_honours_valid():
+  one_ring = metrics.CentreControlledAUC(num_rings=1, num_bins=1 << 20)
+  valid = np.ones((120, 160), bool)
+  valid[:, :5] = False
+  scores, labels = [], []
+  for noise, mask in _centred_forgeries():
+    probs = np.clip(noise + 0.3 * mask, 0, 1).astype(np.float32)
+    one_ring.update(probs, mask, valid)
+    scores.append(probs[valid])
+    labels.append(mask[valid])
+  expected = skm.roc_auc_score(np.concatenate(labels), np.concatenate(scores))
+  assert one_ring.result() == pytest.approx(expected, abs=1e-5)
