@@ -303,3 +303,22 @@ def test_build_command_prepares_a_dataset_and_names_missing_files(tmp_path):
     build.build("coverage", manual_dir=str(tmp_path / "none"), data_dir=str(tmp_path / "data"))
   assert "{N}forged.tif" in str(raised.value)
   assert "coverage" in build.our_builders() and "forgery_builder" not in build.our_builders()
+
+
+def test_uniform_position_spreads_tampered_pixels_to_the_frame_edges():
+  """By default tampered pixels crowd the middle; uniform_position leaves no such prior."""
+  photos = [synthetic_forgery.load_image(p) for p in synthetic_forgery.source_photo_paths()]
+  border = np.ones((64, 64), bool)
+  border[8:-8, 8:-8] = False
+  middle = np.zeros((64, 64), bool)
+  middle[16:48, 16:48] = True
+  ratios = {}
+  for anywhere in (False, True):
+    config = synthetic_forgery.SyntheticForgeryConfig(
+      name="t", image_size=64, authentic_fraction=0.0, uniform_position=anywhere
+    )
+    masks = [synthetic_forgery.make_example(photos, "train", i, config)[1] for i in range(120)]
+    frequency = np.mean([m[..., 0] for m in masks], axis=0)
+    assert all(m.any() for m in masks)
+    ratios[anywhere] = frequency[border].mean() / frequency[middle].mean()
+  assert ratios[False] < 0.3 and ratios[True] > 0.6, ratios
