@@ -340,9 +340,12 @@ class _Console:
     print(line + (f"  | {self.validation}" if self.validation else ""), flush=True)
 
   def validated(self, step: int, results: dict[str, dict[str, Any]], best: bool) -> None:
-    parts = [
-      f"{name} F1 {m['pixel_f1']:.4f} AUC {m['pixel_auc']:.4f}" for name, m in results.items()
-    ]
+    parts = []
+    for name, m in results.items():
+      part = f"{name} F1 {m['pixel_f1']:.4f} AUC {m['pixel_auc']:.4f}"
+      if "pixel_auc_centre_controlled" in m:  # the AUC with the forgeries' position taken out
+        part += f" (centre-controlled {m['pixel_auc_centre_controlled']:.4f})"
+      parts.append(part)
     self.validation = f"val@{step}: " + ", ".join(parts) + (" (best)" if best else "")
     if self.enabled:
       print(self.validation, flush=True)
