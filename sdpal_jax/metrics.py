@@ -130,15 +130,17 @@ def _as_scores_and_labels(probs, mask, valid) -> tuple[np.ndarray, np.ndarray]:
   mask = np.asarray(mask)
   if probs.shape != mask.shape:
     raise ValueError(f"probabilities {probs.shape} and mask {mask.shape} differ in shape.")
-  labels = mask.astype(bool)
+  return require_finite(_kept_pixels(probs, valid)), _kept_pixels(mask.astype(bool), valid)
+
+
+def _kept_pixels(values: np.ndarray, valid) -> np.ndarray:
+  """``values`` ``[H, W]`` flattened to the pixels where ``valid`` (True / None: all of them)."""
   if valid is True or valid is None:
-    return require_finite(probs.reshape(-1)), labels.reshape(-1)
+    return values.reshape(-1)
   valid = np.asarray(valid, bool)
   if valid.shape == ():
-    keep = np.full(probs.shape, bool(valid))
-  else:
-    keep = np.broadcast_to(valid, probs.shape)
-  return require_finite(probs[keep]), labels[keep]
+    return values.reshape(-1) if valid else values[np.zeros(values.shape, bool)]
+  return values[np.broadcast_to(valid, values.shape)]
 
 
 def relative_distance_from_centre(height: int, width: int) -> np.ndarray:
@@ -176,19 +178,15 @@ class CentreControlledAUC:
 
   def update(self, probs, mask, valid=True) -> None:
     """Adds one map: float ``probs`` and ``mask`` ``[H, W]``, ``valid`` as ``_Accumulator.update``."""
-    height, width = np.shape(probs)
+    scores, labels = _as_scores_and_labels(probs, mask, valid)
     ring = np.minimum(
-      (relative_distance_from_centre(height, width) * self.num_rings).astype(np.int64),
+      (relative_distance_from_centre(*np.shape(probs)) * self.num_rings).astype(np.int64),
       self.num_rings - 1,
     )
-    ring = np.broadcast_to(ring, (height, width))
-    scores, labels = _as_scores_and_labels(probs, mask, valid)
-    if not (valid is True or valid is None):
-      ring = ring[np.broadcast_to(np.asarray(valid, bool), (height, width))]
     bins = np.clip(
       (scores.astype(np.float64) * self.num_bins).astype(np.int64), 0, self.num_bins - 1
     )
-    index = ring.reshape(-1) * self.num_bins + bins
+    index = _kept_pixels(ring, valid) * self.num_bins + bins
     size = self.num_rings * self.num_bins
     self._positives += np.bincount(index[labels], minlength=size)
     self._negatives += np.bincount(index[~labels], minlength=size)

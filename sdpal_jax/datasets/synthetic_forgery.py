@@ -317,18 +317,17 @@ def _warp(
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     if y1 - y0 <= size and x1 - x0 <= size:
       break
+  placed = False
   if anywhere:
     inside = warped[..., 3] > 127
     for _ in range(20):
       dy = int(rng.integers(-(y1 - y0) + 1, size)) - y0
       dx = int(rng.integers(-(x1 - x0) + 1, size)) - x0
       kept = inside[max(0, -dy) : size - dy, max(0, -dx) : size - dx].sum()
-      if kept >= 0.25 * inside.sum() and (dy, dx) != (0, 0):
+      placed = kept >= 0.25 * inside.sum() and (dy, dx) != (0, 0)
+      if placed:
         break
-    else:  # rare: a placement wholly inside
-      dy = int(rng.integers(0, size - (y1 - y0) + 1)) - y0
-      dx = int(rng.integers(0, size - (x1 - x0) + 1)) - x0
-  else:
+  if not placed:  # wholly inside (with ``anywhere``: rare, 20 draws kept too little)
     dy = int(rng.integers(0, size - (y1 - y0) + 1)) - y0
     dx = int(rng.integers(0, size - (x1 - x0) + 1)) - x0
   if scale == 1.0 and dy == 0 and dx == 0 and size > y1 - y0:  # a move must move
