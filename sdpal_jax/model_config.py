@@ -22,6 +22,7 @@ OUTPUT_STRIDES = (8, 16, 32)
 DTYPES = ("float32", "bfloat16")
 INITS = ("flax", "pytorch")
 CONV_IMPLS = ("auto", "xla", "matmul_grads")  # sdpal_jax.ops.convolution.CONV_IMPLS
+NOISE_RESIDUALS = ("none", "srm")
 
 
 def default_model_config() -> ml_collections.ConfigDict:
@@ -66,6 +67,11 @@ def default_model_config() -> ml_collections.ConfigDict:
   # Output logits at the input's size (None) or a fixed (H, W) as the release; a typed
   # None, so that --config.model.output_size="(H, W)" can set it from the command line.
   c.output_size = ml_collections.config_dict.placeholder(tuple)
+  # Extra input channels for the backbone: "none" (the release: RGB only) or "srm" (the
+  # three fixed SRM high-pass residuals of each colour channel, batch-normalised and
+  # concatenated to the RGB input; sdpal_jax.ops.noise_residual). Not the release's:
+  # a release checkpoint converts only with "none". Configs without the field get "none".
+  c.noise_residual = "none"
   # Numerics.
   c.dtype = "float32"  # compute dtype; params stay float32.
   # Initialisation of every conv: "flax" (LeCun-normal kernels, zero biases) or
@@ -137,6 +143,8 @@ def validate_model_config(c: ml_collections.ConfigDict) -> None:
     bad("init", c.init, f"one of {INITS}")
   if c.get("conv_impl", "auto") not in CONV_IMPLS:
     bad("conv_impl", c.conv_impl, f"one of {CONV_IMPLS}")
+  if c.get("noise_residual", "none") not in NOISE_RESIDUALS:
+    bad("noise_residual", c.noise_residual, f"one of {NOISE_RESIDUALS}")
   if c.output_size is not None and len(tuple(c.output_size)) != 2:
     bad("output_size", c.output_size, "None or (height, width)")
   if not 0.0 <= c.get("bn_momentum", 0.9) <= 1.0:

@@ -322,3 +322,45 @@ def test_uniform_position_spreads_tampered_pixels_to_the_frame_edges():
     assert all(m.any() for m in masks)
     ratios[anywhere] = frequency[border].mean() / frequency[middle].mean()
   assert ratios[False] < 0.3 and ratios[True] > 0.6, ratios
+
+
+def _median_residual(image: np.ndarray, where: np.ndarray) -> float:
+  """Median absolute Laplacian-difference residual (all channels) inside ``where``."""
+  kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)[..., None]
+  return float(np.median(np.abs(ndimage.convolve(image.astype(np.float32), kernel))[where]))
+
+
+def test_balanced_traces_put_noise_back_into_removed_regions():
+  """Diffusion fill leaves a removed region smoother than its surroundings; balanced_traces
+  gives most of them noise like the surroundings', so "smooth" stops meaning "tampered"."""
+  photos = [synthetic_forgery.load_image(p) for p in synthetic_forgery.source_photo_paths()]
+  medians = {}
+  for balanced in (False, True):
+    config = synthetic_forgery.SyntheticForgeryConfig(
+      name="t", image_size=64, authentic_fraction=0.0, manipulations=("removal",),
+      balanced_traces=balanced,
+    )  # fmt: skip
+    ratios = []
+    for i in range(40):
+      image, mask, _ = synthetic_forgery.make_example(photos, "train", i, config)
+      region = mask[..., 0] > 0
+      inside = ndimage.binary_erosion(region, iterations=2)
+      around = ndimage.binary_dilation(region, iterations=6) & ~region
+      ratios.append(_median_residual(image, inside) / max(_median_residual(image, around), 0.5))
+    medians[balanced] = np.median(ratios)
+  assert medians[False] < 0.45 and medians[True] > 0.6, medians
+
+
+def test_noise_level_and_defocus_decoy():
+  rng = np.random.default_rng(0)
+  region = np.pad(np.ones((20, 20), bool), 22)
+  for std in (2.0, 4.0, 8.0):
+    noisy = np.clip(128 + rng.normal(0, std, (64, 64, 3)), 0, 255).astype(np.uint8)
+    assert synthetic_forgery._noise_level(noisy, region) == pytest.approx(std, rel=0.1)
+  photo = np.clip(128 + rng.normal(0, 6, (64, 64, 3)), 0, 255).astype(np.uint8)
+  decoy = synthetic_forgery._defocus_decoy(photo, np.random.default_rng(1))
+  blurred = np.any(decoy != photo, axis=-1)
+  # A blob is blurred (smoother inside), the rest of the photo is untouched.
+  assert 0.01 < blurred.mean() < 0.5
+  inside = ndimage.binary_erosion(blurred, iterations=2)
+  assert _median_residual(decoy, inside) < 0.6 * _median_residual(photo, inside)

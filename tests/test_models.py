@@ -180,3 +180,27 @@ def test_moap_caches_the_walk_similarities_for_inference_only():
 
   assert temp_bytes(train=False) >= cache_bytes
   assert temp_bytes(train=True) < cache_bytes / 2
+
+
+def test_srm_noise_residuals_widen_the_stem_input_and_have_their_own_batch_norm():
+  rgb = build_model(tiny_model_config())
+  srm = build_model(tiny_model_config(noise_residual="srm"))
+  rgb_vars = init_model(rgb, jax.random.key(0), (1, 64, 64, 3))
+  srm_vars = init_model(srm, jax.random.key(0), (1, 64, 64, 3))
+  first_conv = lambda v: v["params"]["backbone"]["stem_0"]["conv"]["kernel"]  # noqa: E731
+  assert first_conv(rgb_vars).shape[2] == 3
+  assert first_conv(srm_vars).shape[2] == 3 + 9
+  assert srm_vars["batch_stats"]["noise_residual_norm"]["bn"]["mean"].shape == (9,)
+  assert "noise_residual_norm" not in rgb_vars["params"]
+  x = jax.random.uniform(jax.random.key(1), (2, 64, 64, 3)) * 255
+  logits, updates = srm.apply(srm_vars, x, train=True, mutable=["batch_stats"])
+  assert logits.shape == (2, 64, 64) and np.all(np.isfinite(logits))
+  # The residuals' statistics are learnt like any other BatchNorm's.
+  assert (
+    np.abs(np.asarray(updates["batch_stats"]["noise_residual_norm"]["bn"]["var"]) - 1).max() > 0.1
+  )
+
+
+def test_unknown_noise_residual_names_the_field():
+  with pytest.raises(ConfigError, match="noise_residual"):
+    build_model(tiny_model_config(noise_residual="bayar"))

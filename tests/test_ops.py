@@ -332,3 +332,33 @@ def test_differential_attention_is_zero_when_both_maps_agree():
   rng = np.random.default_rng(11)
   q, k, v = (jnp.asarray(rng.normal(size=(1, 9, 8)).astype(np.float32)) for _ in range(3))
   np.testing.assert_allclose(ops.differential_attention(q, k, q, k, v, num_heads=2), 0.0, atol=1e-6)
+
+
+def test_srm_residuals_are_each_kernel_on_each_channel_with_reflected_borders():
+  images = np.random.default_rng(0).uniform(0, 255, (2, 11, 13, 3)).astype(np.float32)
+  residuals = np.asarray(ops.srm_noise_residuals(jnp.asarray(images)))
+  assert residuals.shape == (2, 11, 13, 9)
+  padded = np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="reflect")
+  for channel in range(3):
+    for k in range(3):
+      kernel = ops.SRM_KERNELS[:, :, k]
+      expected = np.zeros((2, 11, 13), np.float32)
+      for dy in range(5):
+        for dx in range(5):
+          expected += kernel[dy, dx] * padded[:, dy : dy + 11, dx : dx + 13, channel]
+      np.testing.assert_allclose(residuals[..., 3 * channel + k], expected, atol=1e-3)
+
+
+def test_srm_residuals_ignore_content_that_the_kernels_predict():
+  # Zero on a constant photo (every kernel sums to 0, edges included: reflected, not
+  # zero-padded) and on a linear ramp away from the borders (each kernel is a
+  # second difference); an offset leaves the residual as it is, a scale scales it.
+  assert np.abs(np.asarray(ops.srm_noise_residuals(jnp.full((1, 9, 9, 3), 117.0)))).max() < 1e-4
+  ys, xs = np.mgrid[0:12, 0:12].astype(np.float32)
+  ramp = np.stack([3 * ys + 2 * xs] * 3, -1)[None]
+  assert np.abs(np.asarray(ops.srm_noise_residuals(jnp.asarray(ramp)))[:, 2:-2, 2:-2]).max() < 1e-3
+  noise = np.random.default_rng(1).normal(size=(1, 10, 10, 3)).astype(np.float32)
+  base = np.asarray(ops.srm_noise_residuals(jnp.asarray(noise)))
+  shifted = np.asarray(ops.srm_noise_residuals(jnp.asarray(2.5 * noise - 40.0)))
+  np.testing.assert_allclose(shifted, 2.5 * base, atol=1e-3)
+  assert np.abs(base).mean() > 0.1

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from sdpal_jax import checkpoint, configs, packaged_model
+from sdpal_jax import checkpoint, configs, model_config, packaged_model
 from sdpal_jax.image_io import load_image
 from sdpal_jax.inference import Predictor
 
@@ -44,8 +44,10 @@ def test_packaged_model_provenance_names_its_recipe():
   assert PROVENANCE["config"] in PROVENANCE["command"]
   recipe = configs.load(PROVENANCE["config"])
   stored = checkpoint.read_config(checkpoint.DEFAULT_MODEL_DIR)
-  # The packaged config still describes the network and data the weights came from.
-  assert recipe.model.to_dict() == stored.model.to_dict()
+  # The packaged config still describes the network and data the weights came from
+  # (model fields added since it was written read as their defaults, as build_model does).
+  stored_model = {**model_config.default_model_config().to_dict(), **stored.model.to_dict()}
+  assert recipe.model.to_dict() == stored_model
   assert recipe.preprocess.to_dict() == stored.preprocess.to_dict()
   assert recipe.data.dataset == stored.data.dataset == PROVENANCE["dataset"]
   assert PROVENANCE["storage_max_probability_change"] <= packaged_model.MAX_STORAGE_ERROR

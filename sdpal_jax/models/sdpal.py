@@ -24,7 +24,7 @@ import ml_collections
 from sdpal_jax import ops
 from sdpal_jax.errors import SdpalError
 from sdpal_jax.model_config import validate_model_config
-from sdpal_jax.models.layers import ConvSettings
+from sdpal_jax.models.layers import BatchNorm, ConvSettings
 from sdpal_jax.models.resnet import ResNet
 from sdpal_jax.ops.convolution import DEFAULT_CONV_IMPL
 from sdpal_jax.ops.correlation import DEFAULT_SIMILARITY_CACHE_MIB
@@ -189,6 +189,7 @@ class SDPAL(nn.Module):
   attention_heads: int = 8
   decoder_channels: tuple[int, int, int, int] = (64, 128, 256, 256)
   output_size: tuple[int, int] | None = None
+  noise_residual: str = "none"  # "none" | "srm": extra input channels (sdpal_jax.model_config)
   dtype: Any = jnp.float32
   weight_init: str = "flax"  # "flax" | "pytorch": layer initialisation (sdpal_jax.models.layers)
   # "auto" | "xla" | "matmul_grads": how convolutions and their gradients are computed
@@ -224,6 +225,12 @@ class SDPAL(nn.Module):
     )
     output_size = self.output_size or images.shape[1:3]
     x = images.astype(self.dtype)
+    if self.noise_residual == "srm":
+      residuals = ops.srm_noise_residuals(images.astype(jnp.float32))
+      residuals = BatchNorm(dtype=self.dtype, **dict(self.bn), name="noise_residual_norm")(
+        residuals, train
+      )
+      x = jnp.concatenate([x, residuals], axis=-1)
     f = MOPC(backbone, self.feature_channels, name="mopc", conv=conv)(x, train)
     f = MOAP(
       self.feature_channels,
@@ -272,6 +279,7 @@ def build_model(config: ml_collections.ConfigDict) -> SDPAL:
     attention_heads=int(config.attention_heads),
     decoder_channels=tuple(int(c) for c in config.decoder_channels),
     output_size=None if config.output_size is None else tuple(int(s) for s in config.output_size),
+    noise_residual=str(config.get("noise_residual", "none")),
     dtype=jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32,
     weight_init=str(config.get("init", "flax")),
     conv_impl=str(config.get("conv_impl", DEFAULT_CONV_IMPL)),

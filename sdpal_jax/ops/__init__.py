@@ -11,10 +11,12 @@ from sdpal_jax.ops.correlation import (
   random_walk_with_restart,
   similarity_cache_bytes,
 )
+from sdpal_jax.ops.noise_residual import SRM_KERNELS, srm_noise_residuals
 from sdpal_jax.ops.resize import resize_bilinear_align_corners
 
 __all__ = [
   "CONV_IMPLS",
+  "SRM_KERNELS",
   "conv2d",
   "conv_general_dilated",
   "affinity_row_sums",
@@ -28,4 +30,5 @@ __all__ = [
   "resize_bilinear_align_corners",
   "similarity_cache_bytes",
   "split_heads",
+  "srm_noise_residuals",
 ]
