@@ -23,7 +23,7 @@ CLONE_CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs")
 HELPERS = {"__init__.py", "common.py", "paper_common.py"}
 # (file, argument) pairs a user can name as configs/FILE.py:ARG.
 VARIANTS = {
-  "quickstart": [None, "tpu", "bf16"],
+  "quickstart": [None, "tpu", "bf16", "native"],
   "default_model": [None],
   "tiny": [None],
   "casia_v2": [None, "gpu", "tpu", "bf16"],

@@ -1,14 +1,16 @@
 """The recipe of the model packaged with the library (``sdpal-predict`` with no ``--checkpoint``).
 
-The quickstart network (ResNet-18 at half width, 64-channel correlation map,
-128x128 inputs) trained longer on ``synthetic_forgery/mixed_large``: the
-same generator as the quickstart's ``mixed_small`` with 16000 distinct
-training images instead of 2400, so that each image is seen about once
-rather than eight times in the same 2400 steps. Only generated data made from photos
-that ship inside installed packages: nothing in it carries research-only
-terms. The weights, the exact command and what they score travel with the
-package (``sdpal_jax/default_model/provenance.json``); ``docs/results/``
-holds the ablations that chose this recipe.
+The quickstart network (ResNet-18 at half width, 64-channel correlation map)
+with the three fixed SRM noise residuals of each colour channel beside the
+RGB input (``model.noise_residual="srm"``), trained for 3200 steps on
+``synthetic_forgery/mixed_large`` (16000 generated 128 px forgeries, each
+seen about 1.6 times). As ``quickstart:native`` it keeps every photo at its
+own size (``preprocess.image_size`` None): noise traces do not survive
+resizing, so predictions run at full resolution. Only generated data made
+from photos that ship inside installed packages: nothing in it carries
+research-only terms. The weights, the exact command and what they score
+travel with the package (``sdpal_jax/default_model/provenance.json``);
+``docs/results/real_data`` holds the ablations that chose this recipe.
 
 ``best/`` keeps the step with the best generated-validation pixel F1, which
 is what is packaged.
@@ -20,10 +22,11 @@ from sdpal_jax.configs.common import parse_variants
 
 def get_config(arg=None):
   parse_variants(arg, ())
-  c = quickstart.get_config()
+  c = quickstart.get_config("native")
+  c.model.noise_residual = "srm"
   c.data.dataset = "synthetic_forgery/mixed_large"
-  c.num_train_steps = 2400
-  c.eval_every_steps = 400
-  c.checkpoint_every_steps = 400
-  c.keep_checkpoints = 6  # every evaluated step stays
+  c.num_train_steps = 3200
+  c.eval_every_steps = 800
+  c.checkpoint_every_steps = 800
+  c.keep_checkpoints = 4  # every evaluated step stays
   return c

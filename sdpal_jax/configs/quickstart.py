@@ -23,6 +23,8 @@ docs/performance.md ("The quickstart, end to end"); on real forgeries (CASIA
 v1, COVERAGE): docs/results/real_data.
 """
 
+import ml_collections
+
 from sdpal_jax.configs.common import base_config, parse_variants
 
 
@@ -49,7 +51,8 @@ def get_config(arg=None):
   c.eval_every_steps = 400
   c.checkpoint_every_steps = 400
   if "native" in variants:
-    c.preprocess.image_size = None
+    # A typed None, so that --config.preprocess.image_size="(H, W)" can set it again.
+    c.preprocess.image_size = ml_collections.config_dict.placeholder(tuple)
     c.data.resize_policy = "random_crop"
     c.data.crop_size = (128, 128)
   if "bf16" in variants:
