@@ -195,7 +195,7 @@ class EvaluationRequest:
   per_image: bool = True
   step: int | str | None = None
   full_resolution: bool = False
-  tile_size: int = 2048
+  tile_size: int | None = None  # None: the checkpoint's preprocess.tile_size, else 2048
   tile_overlap: int | None = None
 
   def __post_init__(self):
@@ -207,7 +207,7 @@ class EvaluationRequest:
       image_score=self.image_score,
       flag_prefix="--",
     )
-    if self.tile_size < 0:
+    if self.tile_size is not None and self.tile_size < 0:
       raise ConfigError(f"--tile_size={self.tile_size}; must be >= 0 (0: never tile).")
     parsed = tuple(
       p for spec in self.perturbations
@@ -483,7 +483,10 @@ def _define_flags() -> None:
     "full_resolution", False, "Feed photos at their own size (as predict --full_resolution)."
   )
   flags.DEFINE_integer(
-    "tile_size", 2048, "With --full_resolution: photos larger than this go in tiles (0: never)."
+    "tile_size",
+    None,
+    "With --full_resolution: photos larger than this go in tiles (0: never; default: the "
+    "checkpoint's preprocess.tile_size, else 2048).",
   )
   flags.DEFINE_integer(
     "tile_overlap", None, "Pixels shared by neighbouring tiles (default tile_size/8)."

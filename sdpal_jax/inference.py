@@ -26,6 +26,9 @@ from sdpal_jax.models import build_model
 
 # Fixed key for the "sampled" walk so that a prediction is reproducible.
 _WALK_KEY_SEED = 0
+# Photos larger than this (pixels, each side) are predicted in tiles at full resolution,
+# unless the caller or the checkpoint (preprocess.tile_size) says otherwise.
+DEFAULT_TILE_SIZE = 2048
 
 
 def resize_probabilities(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -96,7 +99,7 @@ class Predictor:
   model_config: ml_collections.ConfigDict
   preprocess_config: ml_collections.ConfigDict
   full_resolution: bool = False
-  tile_size: int = 2048
+  tile_size: int = DEFAULT_TILE_SIZE
   tile_overlap: int | None = None  # None: tile_size // 8
   checkpoint: str | None = None
   step: int | None = None
@@ -108,7 +111,7 @@ class Predictor:
     *,
     step: int | None = None,
     full_resolution: bool = False,
-    tile_size: int = 2048,
+    tile_size: int | None = None,
     tile_overlap: int | None = None,
     **model_overrides,
   ) -> Predictor:
@@ -124,7 +127,8 @@ class Predictor:
     becomes ``model.walk.method``), useful for large images.
 
     A checkpoint with ``preprocess.image_size=None`` (trained on crops at the
-    photos' own scale) always runs with ``full_resolution``.
+    photos' own scale) always runs with ``full_resolution``. ``tile_size`` None
+    takes the checkpoint's ``preprocess.tile_size``, else ``DEFAULT_TILE_SIZE``.
 
     With ``full_resolution`` and no ``walk_method`` override, the random walk
     becomes ``"sampled"`` (``model.walk.num_landmarks`` landmark nodes per
@@ -162,7 +166,11 @@ class Predictor:
       model_config=model_config,
       preprocess_config=loaded.preprocess_config,
       full_resolution=full_resolution,
-      tile_size=tile_size,
+      tile_size=int(
+        tile_size
+        if tile_size is not None
+        else loaded.preprocess_config.get("tile_size") or DEFAULT_TILE_SIZE
+      ),
       tile_overlap=tile_overlap,
       checkpoint=loaded.path,
       step=loaded.step,

@@ -108,6 +108,10 @@ def default_preprocess_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.image_size = (256, 256)
   c.normalization = "raw"
+  # At full resolution, photos larger than this many pixels a side are predicted in
+  # overlapping tiles; None: sdpal_jax.inference.DEFAULT_TILE_SIZE. A typed None, so that
+  # --config.preprocess.tile_size=N can set it. Training does not read it.
+  c.tile_size = ml_collections.config_dict.placeholder(int)
   return c
 
 
@@ -158,6 +162,11 @@ def validate_preprocess_config(c: ml_collections.ConfigDict) -> None:
   if c.normalization not in NORMALIZATIONS:
     raise ConfigError(
       f"preprocess.normalization={c.normalization!r} is invalid; expected one of {NORMALIZATIONS}."
+    )
+  tile_size = c.get("tile_size")
+  if tile_size is not None and (not _is_integer(tile_size) or tile_size < 0):
+    raise ConfigError(
+      f"preprocess.tile_size={tile_size!r} is invalid; expected None or a number of pixels >= 0."
     )
   if c.image_size is not None and (len(tuple(c.image_size)) != 2 or min(c.image_size) < 8):
     raise ConfigError(

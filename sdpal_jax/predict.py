@@ -176,8 +176,9 @@ def _define_flags() -> None:
   )
   flags.DEFINE_integer(
     "tile_size",
-    2048,
-    "With --full_resolution: photos larger than this are predicted in tiles (0: never).",
+    None,
+    "With --full_resolution: photos larger than this are predicted in tiles (0: never; default: "
+    "the checkpoint's preprocess.tile_size, else 2048).",
   )
   flags.DEFINE_integer(
     "tile_overlap", None, "Pixels shared by neighbouring tiles (default tile_size/8)."

@@ -22,7 +22,7 @@ def tiny_model_config(**overrides) -> ml_collections.ConfigDict:
 
 
 def save_tiny_checkpoint(
-  directory, *, image_size=(64, 64), normalization="imagenet", seed=0, **model
+  directory, *, image_size=(64, 64), normalization="imagenet", seed=0, tile_size=None, **model
 ):
   """A random-weight tiny SDPAL checkpoint directory; returns its path."""
   config = ml_collections.ConfigDict()
@@ -30,6 +30,7 @@ def save_tiny_checkpoint(
   config.preprocess = model_config.default_preprocess_config()
   config.preprocess.image_size = image_size
   config.preprocess.normalization = normalization
+  config.preprocess.tile_size = tile_size
   size = image_size or (64, 64)
   variables = init_model(build_model(config.model), jax.random.key(seed), (1, *size, 3))
   checkpoint.save_inference_checkpoint(str(directory), variables=variables, config=config, step=1)

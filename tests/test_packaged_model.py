@@ -28,6 +28,8 @@ def test_packaged_model_is_the_default_checkpoint_and_matches_its_checksum(predi
   assert packaged_model.variables_checksum(predictor.variables) == PROVENANCE["checksum_sha256"]
   # Stored in PROVENANCE["storage_dtype"] (float16 when it changes no probability by more
   # than MAX_STORAGE_ERROR), float32 at load.
+  # Photos above 512 px a side go through in 512 px tiles unless the caller says otherwise.
+  assert predictor.full_resolution and predictor.tile_size == 512
   assert PROVENANCE["storage_dtype"] in {np.dtype(d).name for d in packaged_model.STORAGE_DTYPES}
   leaves = [np.asarray(x) for x in jax.tree.leaves(predictor.variables)]
   assert all(x.dtype == np.float32 for x in leaves if np.issubdtype(x.dtype, np.floating))

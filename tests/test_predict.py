@@ -12,7 +12,7 @@ import pytest
 from model_fixtures import save_tiny_checkpoint
 from PIL import Image
 
-from sdpal_jax import figures, image_io, metrics, predict, preprocessing, reporting
+from sdpal_jax import figures, image_io, inference, metrics, predict, preprocessing, reporting
 from sdpal_jax.errors import CheckpointError, SdpalError
 from sdpal_jax.inference import Predictor
 
@@ -320,6 +320,20 @@ def test_photo_within_one_tile_is_predicted_whole(checkpoint_dir):
     whole.predict_image(image),
     atol=1e-6,
   )
+
+
+def test_the_checkpoint_sets_the_default_tile_size(tmp_path):
+  """preprocess.tile_size stored with the weights is the tile size unless the caller gives one."""
+  directory = save_tiny_checkpoint(tmp_path / "ckpt", image_size=None, tile_size=64)
+  image = _photo(100, 120, seed=14)
+  tiled = Predictor.from_checkpoint(directory)
+  assert tiled.full_resolution and tiled.tile_size == 64 and tiled.tile_overlap == 8
+  tiled.__dict__["_apply"] = forward = PixelwiseForward()
+  tiled.predict_image(image)
+  assert forward.shapes and set(forward.shapes) == {(1, 64, 64, 3)}
+  assert Predictor.from_checkpoint(directory, tile_size=0).tile_size == 0
+  plain = save_tiny_checkpoint(tmp_path / "plain", image_size=None)
+  assert Predictor.from_checkpoint(plain).tile_size == inference.DEFAULT_TILE_SIZE == 2048
 
 
 def test_bad_tile_overlap_is_a_named_error(checkpoint_dir):

@@ -29,4 +29,8 @@ def get_config(arg=None):
   c.eval_every_steps = 800
   c.checkpoint_every_steps = 800
   c.keep_checkpoints = 4  # every evaluated step stays
+  # Prediction only (training never reads it): photos above 512 px a side go through in
+  # 512 px tiles. The differential attention's cost grows with the square of a tile's
+  # pixels, and the network never saw more than 128 px at once (docs/results/real_data).
+  c.preprocess.tile_size = 512
   return c
