@@ -223,8 +223,15 @@ class Predictor:
       return np.stack([self._predict_tiled(image) for image in images])
     size = self.input_size((h, w))
     batch = np.stack([preprocessing.resize_image(img, size) for img in images])
+    # The decoder halves the feature map three times: smaller inputs (a thumbnail at full
+    # resolution) are mirrored out to the minimum and the map cropped back, so no pixel of
+    # the photo is resampled.
+    smallest = 8 * int(self.model_config.output_stride)
+    pad_h, pad_w = max(0, smallest - size[0]), max(0, smallest - size[1])
+    if pad_h or pad_w:
+      batch = np.pad(batch, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="symmetric")
     x = preprocessing.normalize_images(batch, self.preprocess_config.normalization)
-    probs = self._forward_sharded(x)
+    probs = self._forward_sharded(x)[:, : size[0], : size[1]]
     return np.stack([resize_probabilities(p, (h, w)) for p in probs])
 
   @functools.cached_property

@@ -322,6 +322,17 @@ def test_photo_within_one_tile_is_predicted_whole(checkpoint_dir):
   )
 
 
+def test_a_photo_below_the_networks_minimum_is_mirrored_out_and_cropped_back(checkpoint_dir):
+  """At full resolution a 40x50 thumbnail (the network needs 64 px a side) still gets its map."""
+  predictor = Predictor.from_checkpoint(checkpoint_dir, full_resolution=True, tile_size=0)
+  image = _photo(40, 50, seed=15)
+  predictor.__dict__["_apply"] = forward = PixelwiseForward()
+  got = predictor.predict_image(image)
+  assert forward.shapes == [(1, 64, 64, 3)] and got.shape == (40, 50)
+  x = preprocessing.normalize_images(image[None], "imagenet")
+  np.testing.assert_allclose(got, forward(None, x)[0], atol=1e-6)  # the photo's own pixels
+
+
 def test_the_checkpoint_sets_the_default_tile_size(tmp_path):
   """preprocess.tile_size stored with the weights is the tile size unless the caller gives one."""
   directory = save_tiny_checkpoint(tmp_path / "ckpt", image_size=None, tile_size=64)
