@@ -223,10 +223,9 @@ class Predictor:
       return np.stack([self._predict_tiled(image) for image in images])
     size = self.input_size((h, w))
     batch = np.stack([preprocessing.resize_image(img, size) for img in images])
-    # The decoder halves the feature map three times: smaller inputs (a thumbnail at full
-    # resolution) are mirrored out to the minimum and the map cropped back, so no pixel of
-    # the photo is resampled.
-    smallest = 8 * int(self.model_config.output_stride)
+    # Inputs below the network's minimum (a thumbnail at full resolution) are mirrored out
+    # to it and the map cropped back, so no pixel of the photo is resampled.
+    smallest = self.model.smallest_input
     pad_h, pad_w = max(0, smallest - size[0]), max(0, smallest - size[1])
     if pad_h or pad_w:
       batch = np.pad(batch, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="symmetric")

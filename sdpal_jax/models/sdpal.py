@@ -198,6 +198,11 @@ class SDPAL(nn.Module):
   bn: tuple = (("momentum", 0.9), ("epsilon", 1e-5))
 
   @property
+  def smallest_input(self) -> int:
+    """Pixels each side of an input needs: the decoder halves the feature map three times."""
+    return 8 * self.output_stride
+
+  @property
   def conv_settings(self) -> ConvSettings:
     """What every convolution below shares: ``bn``, ``dtype``, ``weight_init``, ``conv_impl``."""
     return ConvSettings(
@@ -206,7 +211,7 @@ class SDPAL(nn.Module):
 
   @nn.compact
   def __call__(self, images: jnp.ndarray, *, train: bool) -> jnp.ndarray:
-    smallest = 8 * self.output_stride  # the decoder halves the feature map three times
+    smallest = self.smallest_input
     if min(images.shape[1:3]) < smallest:
       raise SdpalError(
         f"input of {images.shape[1]}x{images.shape[2]} pixels is too small for output stride "
