@@ -26,11 +26,11 @@ def predictor() -> Predictor:
 def test_packaged_model_is_the_default_checkpoint_and_matches_its_checksum(predictor):
   assert checkpoint.resolve_directory("default") == checkpoint.DEFAULT_MODEL_DIR
   assert packaged_model.variables_checksum(predictor.variables) == PROVENANCE["checksum_sha256"]
-  # Stored in PROVENANCE["storage_dtype"] (float16 when it changes no probability by more
-  # than MAX_STORAGE_ERROR), float32 at load.
+  # Stored under PROVENANCE["storage"] (the smallest plan that changes no probability by
+  # more than MAX_STORAGE_ERROR), float32 at load.
   # Photos above 512 px a side go through in 512 px tiles unless the caller says otherwise.
   assert predictor.full_resolution and predictor.tile_size == 512
-  assert PROVENANCE["storage_dtype"] in {np.dtype(d).name for d in packaged_model.STORAGE_DTYPES}
+  assert PROVENANCE["storage"] in packaged_model.STORAGE_PLANS
   leaves = [np.asarray(x) for x in jax.tree.leaves(predictor.variables)]
   assert all(x.dtype == np.float32 for x in leaves if np.issubdtype(x.dtype, np.floating))
   size = sum(
@@ -106,6 +106,57 @@ def test_predict_with_no_checkpoint_uses_the_packaged_model(tmp_path):
   summary = json.loads((tmp_path / "summary.json").read_text())
   assert 0.0 <= summary["images"][0]["score"] <= 1.0
   assert (tmp_path / "astronaut_mask.png").is_file()
+
+
+def test_to_storage_narrows_only_floating_arrays_of_at_least_the_plan_size():
+  variables = {
+    "params": {"big": np.ones((4, 4), np.float32), "small": np.ones(3, np.float32)},
+    "batch_stats": {"count": np.arange(20, dtype=np.int32)},
+  }
+  mixed = packaged_model.to_storage(variables, float16_from=16)
+  assert mixed["params"]["big"].dtype == np.float16
+  assert mixed["params"]["small"].dtype == np.float32
+  assert mixed["batch_stats"]["count"].dtype == np.int32
+  every = packaged_model.to_storage(variables, float16_from=0)
+  assert every["params"]["small"].dtype == np.float16
+  exact = packaged_model.to_storage(variables, float16_from=None)
+  assert {x.dtype for x in jax.tree.leaves(exact)} == {np.dtype(np.float32), np.dtype(np.int32)}
+
+
+@pytest.mark.slow
+def test_package_model_stores_the_smallest_plan_within_the_error_bound(tmp_path, monkeypatch):
+  from tests.model_fixtures import save_tiny_checkpoint  # noqa: PLC0415
+
+  workdir = save_tiny_checkpoint(tmp_path / "work", image_size=None)
+  config = checkpoint.read_config(workdir)
+  config.data = {"dataset": packaged_model.RECORD_DATASET}
+  config.num_train_steps = 1
+  checkpoint.write_config(workdir, config)
+  trained = checkpoint.load_inference_checkpoint(workdir)
+
+  def package(name, **kwargs):
+    return packaged_model.package_model(
+      workdir, str(tmp_path / name), command="python -m sdpal_jax.train --config tiny", commit="abc",
+      **kwargs,
+    )  # fmt: skip
+
+  first = package("first", tile_size=96)
+  assert checkpoint.read_config(str(tmp_path / "first")).preprocess.tile_size == 96
+  plans = list(packaged_model.STORAGE_PLANS)
+  tried = list(first["storage_max_probability_change_by_plan"])
+  assert tried == plans[: plans.index(first["storage"]) + 1]
+  assert first["storage_max_probability_change"] <= packaged_model.MAX_STORAGE_ERROR
+  stored = checkpoint.load_inference_checkpoint(str(tmp_path / "first"))
+  assert packaged_model.variables_checksum(stored.variables) == first["checksum_sha256"]
+  assert first["recorded"]["scores"]["num_images"] == 150
+  # A bound only exact storage meets: every plan is tried and float32 is kept, bit for bit.
+  monkeypatch.setattr(packaged_model, "MAX_STORAGE_ERROR", 0.0)
+  exact = package("exact")
+  assert exact["storage"] == "float32"
+  assert list(exact["storage_max_probability_change_by_plan"]) == plans
+  assert exact["checksum_sha256"] == packaged_model.variables_checksum(trained.variables)
+  assert json.loads((tmp_path / "exact" / packaged_model.PROVENANCE_FILE).read_text()) == exact
+  assert checkpoint.read_config(str(tmp_path / "exact")).preprocess.tile_size is None
 
 
 def test_mixed_large_holds_out_the_same_validation_and_test_images_as_mixed_small():
