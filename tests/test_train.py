@@ -300,7 +300,7 @@ def test_installed_package_trains_by_config_name_from_another_directory(tmp_path
 
 
 @pytest.mark.parametrize(
-  "command", ["sdpal-train", "sdpal-evaluate", "sdpal-predict", "sdpal-convert"]
+  "command", ["sdpal-train", "sdpal-evaluate", "sdpal-predict", "sdpal-convert", "sdpal-average"]
 )
 @pytest.mark.slow
 def test_console_scripts_list_their_flags_in_help(command):
@@ -311,6 +311,7 @@ def test_console_scripts_list_their_flags_in_help(command):
     "sdpal-evaluate": ["--workdir", "--datasets", "--protocol", "--perturb"],
     "sdpal-predict": ["--checkpoint", "--output_dir", "--full_resolution"],
     "sdpal-convert": ["--input", "--output_dir", "--kind"],
+    "sdpal-average": ["--workdir", "--steps", "--output_dir"],
   }[command]
   for flag in expected:
     assert flag in run.stdout, run.stdout[-2000:]
