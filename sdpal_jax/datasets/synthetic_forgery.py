@@ -2,8 +2,8 @@
 
 Photos: by default the real photographs bundled with installed packages
 (scikit-image ``skimage/data``, scikit-learn ``sklearn/datasets/images``,
-matplotlib's ``grace_hopper.jpg``: 18 photos, no download). The ``photos`` and
-``photos_small`` configs read every image under ``manual_dir`` instead (any
+matplotlib's ``grace_hopper.jpg``: 18 photos, no download). The ``photos``,
+``photos_small`` and ``photos_large`` configs read every image under ``manual_dir`` instead (any
 folder of the user's own photos, recursively), the way TampCOCO was made from
 COCO (Kwon et al., "Learning JPEG compression artifacts for image manipulation
 detection and localization", IJCV 2022).
@@ -497,7 +497,7 @@ class SyntheticForgery(tfds.core.GeneratorBasedBuilder):
     "mixed_small has 2400 training images.",
   }
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
-    "Only the photos and photos_small configs read manual_dir: put a folder of your own "
+    "Only the photos, photos_small and photos_large configs read manual_dir: put a folder of your own "
     "photographs there (any depth, any format Pillow reads; JPEG camera photos of mixed sizes "
     "work best). Each photo goes to one split by the SHA-1 of its relative path (80/10/10).\n"
     "  python -m sdpal_jax.datasets.build synthetic_forgery/photos_small --manual_dir MY_PHOTOS"
@@ -553,6 +553,12 @@ class SyntheticForgery(tfds.core.GeneratorBasedBuilder):
       name="photos_small", photos_from_manual_dir=True, image_size=128, num_train=2400,
       num_validation=100, num_test=200,
       description="Mixed forgeries at 128x128 from the photos in manual_dir.",
+    ),
+    SyntheticForgeryConfig(
+      name="photos_large", photos_from_manual_dir=True, image_size=128, num_train=16000,
+      num_validation=100, num_test=200,
+      description="photos_small with mixed_large's 16000 training images: the packaged "
+      "model's data, from the photos in manual_dir.",
     ),
   ]  # fmt: skip
 
