@@ -15,7 +15,15 @@ import ml_collections
 
 from sdpal_jax.errors import ConfigError
 
-PACKAGED = ("quickstart", "default_model", "tiny", "casia_v2", "fantastic_reality", "imd2020", "tampcoco")
+PACKAGED = (
+  "quickstart",
+  "default_model",
+  "tiny",
+  "casia_v2",
+  "fantastic_reality",
+  "imd2020",
+  "tampcoco",
+)
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
