@@ -351,6 +351,55 @@ def test_balanced_traces_put_noise_back_into_removed_regions():
   assert medians[False] < 0.45 and medians[True] > 0.6, medians
 
 
+def test_unwarped_regions_are_moved_by_whole_pixels_without_resampling():
+  """transform=False moves a region by whole pixels: its pixels are the source's, unresampled."""
+  rng = np.random.default_rng(3)
+  photo = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+  region = np.zeros((64, 64), bool)
+  region[10:30, 12:28] = True
+  for seed in range(10):
+    content, alpha = synthetic_forgery._warp(
+      photo, region, np.random.default_rng(seed), transform=False
+    )
+    moved = alpha > 0.5
+    assert moved.sum() == region.sum()
+    ys, xs = np.nonzero(moved)
+    dy, dx = ys.min() - 10, xs.min() - 12
+    assert (dy, dx) != (0, 0)
+    np.testing.assert_array_equal(content[moved], photo[np.roll(moved, (-dy, -dx), (0, 1))])
+
+
+def test_unwarped_fraction_leaves_other_configs_unchanged_and_moves_about_that_share(
+  monkeypatch,
+):
+  photos = [synthetic_forgery.load_image(p) for p in synthetic_forgery.source_photo_paths()]
+
+  def config(**kwargs):
+    return synthetic_forgery.SyntheticForgeryConfig(
+      name="t", image_size=64, authentic_fraction=0.0, **kwargs
+    )
+
+  # Unset, nothing extra is drawn: builds of the existing configs stay as they were.
+  for i in range(3):
+    a = synthetic_forgery.make_example(photos, "train", i, config())
+    b = synthetic_forgery.make_example(photos, "train", i, config(unwarped_fraction=0.0))
+    np.testing.assert_array_equal(a[0], b[0])
+  transforms = []
+  warp = synthetic_forgery._warp
+
+  def recording_warp(*args):
+    transforms.append(args[-1])
+    return warp(*args)
+
+  monkeypatch.setattr(synthetic_forgery, "_warp", recording_warp)
+  half = config(manipulations=("splice", "copymove"), unwarped_fraction=0.5)
+  for i in range(80):
+    synthetic_forgery.make_example(photos, "train", i, half)
+  assert len(transforms) == 80 and 0.35 < 1 - np.mean(transforms) < 0.65
+  built = synthetic_forgery.SyntheticForgery.builder_configs["mixed_large_unwarped"]
+  assert built.unwarped_fraction == 0.5 and built.num_train == 16000
+
+
 def test_noise_level_and_defocus_decoy():
   rng = np.random.default_rng(0)
   region = np.pad(np.ones((20, 20), bool), 22)

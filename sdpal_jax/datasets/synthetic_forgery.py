@@ -142,6 +142,12 @@ class SyntheticForgeryConfig(tfds.core.BuilderConfig):
   units), removed regions get noise like their surroundings' two times in
   three, and a third of all photos (authentic ones too) have an untouched
   blob blurred (sigma 0.8-2.5, as defocus) and stay labelled authentic there.
+  ``unwarped_fraction``: share of splices and copy-moves whose region is only
+  moved (whole pixels, no rescaling or rotation), so no resampling trace marks
+  it: what is left is its shifted JPEG grid, its border and, for a copy-move,
+  an exact duplicate elsewhere in the photo. CASIA v1.0's file names code the
+  operations applied to the pasted region (third field, ``N`` for none in each
+  of its three letters): 562 of its 921 tampered images are ``NNN``.
   """
 
   manipulations: tuple[str, ...] = MANIPULATIONS
@@ -156,6 +162,7 @@ class SyntheticForgeryConfig(tfds.core.BuilderConfig):
   misaligned_grid: bool = False
   uniform_position: bool = False
   balanced_traces: bool = False
+  unwarped_fraction: float = 0.0
   seed: int = 0
 
 
@@ -304,11 +311,17 @@ def _region(image: np.ndarray, rng: np.random.Generator, object_fraction: float)
 
 
 def _warp(
-  content: np.ndarray, region: np.ndarray, rng: np.random.Generator, anywhere: bool = False
+  content: np.ndarray,
+  region: np.ndarray,
+  rng: np.random.Generator,
+  anywhere: bool = False,
+  transform: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
   """Resample content and region together: rescale (0.6-1.5x), rotate (+-30 deg), move.
 
-  The region ends wholly inside the frame (its centre placed at random where
+  With ``transform`` False the content is only moved by whole pixels: no
+  resampling, so its pixels (and the JPEG grid they carry, now shifted) stay
+  as they were. The region ends wholly inside the frame (its centre placed at random where
   it fits), or with ``anywhere`` its bounding box's corner is uniform over
   every place that leaves some of it in the frame (each pixel then equally
   likely to be covered), redrawn until at least a quarter of it is inside;
@@ -317,12 +330,15 @@ def _warp(
   size = content.shape[0]
   rgba = np.concatenate([content, region[..., None].astype(np.uint8) * 255], axis=-1)
   image = Image.fromarray(rgba, "RGBA")
-  scale, angle = rng.uniform(0.6, 1.5), rng.uniform(-30, 30)
+  scale, angle = (rng.uniform(0.6, 1.5), rng.uniform(-30, 30)) if transform else (1.0, 0.0)
   for attempt in range(2):  # a second try unscaled and upright always fits
     if attempt:
       scale, angle = 1.0, 0.0
-    resized = image.resize((max(1, round(size * scale)),) * 2, Image.BILINEAR)
-    warped = np.asarray(resized.rotate(angle, resample=Image.BILINEAR, expand=True))
+    if scale == 1.0 and angle == 0.0:
+      warped = rgba
+    else:
+      resized = image.resize((max(1, round(size * scale)),) * 2, Image.BILINEAR)
+      warped = np.asarray(resized.rotate(angle, resample=Image.BILINEAR, expand=True))
     ys, xs = np.nonzero(warped[..., 3] > 127)
     if not len(ys):
       return content, region.astype(np.float32)
@@ -456,10 +472,12 @@ def make_example(
     weights = np.array([MANIPULATION_WEIGHTS[m] for m in config.manipulations], np.float64)
     manipulation = str(rng.choice(config.manipulations, p=weights / weights.sum()))
     anywhere = config.uniform_position
+    # Drawn only when set, so configs without it generate what they always did.
+    transform = not (config.unwarped_fraction and rng.random() < config.unwarped_fraction)
     if manipulation == "splice":
       donor = _camera(_take(photos, split, size, rng, by_rows), rng, tables)
       donor_region = _region(donor, rng, config.object_region_fraction)
-      content, alpha = _warp(donor, donor_region, rng, anywhere)
+      content, alpha = _warp(donor, donor_region, rng, anywhere, transform)
       if rng.random() < 0.5:
         content = _recolour(content, rng)
       if balanced and rng.random() < 0.5:
@@ -467,7 +485,7 @@ def make_example(
       image, region = _paste(image, content, alpha, rng)
     elif manipulation == "copymove":
       moved = _region(image, rng, config.object_region_fraction)
-      content, alpha = _warp(image, moved, rng, anywhere)
+      content, alpha = _warp(image, moved, rng, anywhere, transform)
       if balanced and rng.random() < 0.5:
         content = _add_noise(content, alpha > 0, rng.uniform(1.5, 6.0), rng)
       image, region = _paste(image, content, alpha, rng)
@@ -527,6 +545,12 @@ class SyntheticForgery(tfds.core.GeneratorBasedBuilder):
       num_test=150, balanced_traces=True,
       description="mixed_small where smoothness and noise level do not tell tampered pixels "
       "(noised pastes and fills, blurred untouched blobs).",
+    ),
+    SyntheticForgeryConfig(
+      name="mixed_large_unwarped", image_size=128, num_train=16000, num_validation=60,
+      num_test=150, unwarped_fraction=0.5,
+      description="mixed_large where half the splices and copy-moves are only moved (no "
+      "rescaling or rotation), as most of CASIA v1.0's pasted regions are.",
     ),
     SyntheticForgeryConfig(
       name="mixed_large_jpeg", image_size=128, num_train=16000, num_validation=60, num_test=150,
