@@ -147,7 +147,7 @@ class SyntheticForgeryConfig(tfds.core.BuilderConfig):
   it: what is left is its shifted JPEG grid, its border and, for a copy-move,
   an exact duplicate elsewhere in the photo. CASIA v1.0's file names code the
   operations applied to the pasted region (third field, ``N`` for none in each
-  of its three letters): 562 of its 921 tampered images are ``NNN``.
+  of its three letters): 562 of the 920 tampered images ``casia_v1`` builds are ``NNN``.
   """
 
   manipulations: tuple[str, ...] = MANIPULATIONS
