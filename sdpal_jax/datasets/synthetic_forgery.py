@@ -553,6 +553,12 @@ class SyntheticForgery(tfds.core.GeneratorBasedBuilder):
       "rescaling or rotation), as most of CASIA v1.0's pasted regions are.",
     ),
     SyntheticForgeryConfig(
+      name="mixed_small_unwarped", image_size=128, num_train=2400, num_validation=60,
+      num_test=150, unwarped_fraction=0.5,
+      description="mixed_small where half the splices and copy-moves are only moved (no "
+      "rescaling or rotation), as most of CASIA v1.0's pasted regions are.",
+    ),
+    SyntheticForgeryConfig(
       name="mixed_large_jpeg", image_size=128, num_train=16000, num_validation=60, num_test=150,
       varied_jpeg_tables=True, misaligned_grid=True,
       description="mixed_large with varied JPEG quantisation tables and the camera's 8x8 grid "
