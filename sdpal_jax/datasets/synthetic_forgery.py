@@ -564,6 +564,12 @@ class SyntheticForgery(tfds.core.GeneratorBasedBuilder):
       description="mixed_large with varied JPEG quantisation tables and the camera's 8x8 grid "
       "shifted against the final save's.",
     ),
+    SyntheticForgeryConfig(
+      name="mixed_large_unwarped_jpeg", image_size=128, num_train=16000, num_validation=60,
+      num_test=150, unwarped_fraction=0.5, varied_jpeg_tables=True, misaligned_grid=True,
+      description="mixed_large_unwarped with mixed_large_jpeg's varied JPEG quantisation tables "
+      "and shifted camera grid.",
+    ),
     *[
       SyntheticForgeryConfig(
         name=f"{kind}_small", manipulations=(kind,), image_size=128, num_train=600,
