@@ -159,11 +159,17 @@ def test_package_model_stores_the_smallest_plan_within_the_error_bound(tmp_path,
   assert checkpoint.read_config(str(tmp_path / "exact")).preprocess.tile_size is None
 
 
-def test_mixed_large_holds_out_the_same_validation_and_test_images_as_mixed_small():
+@pytest.mark.parametrize(
+  "large_name,small_name",
+  [("mixed_large", "mixed_small"), ("mixed_large_unwarped", "mixed_small_unwarped")],
+)
+def test_large_configs_hold_out_the_same_validation_and_test_images_as_small_ones(
+  large_name, small_name
+):
   from sdpal_jax.datasets import synthetic_forgery  # noqa: PLC0415 (tfds)
 
   by_name = {c.name: c for c in synthetic_forgery.SyntheticForgery.BUILDER_CONFIGS}
-  large, small = by_name["mixed_large"], by_name["mixed_small"]
+  large, small = by_name[large_name], by_name[small_name]
   assert large.num_train > 6 * small.num_train
   photos = [load_image(p) for p in synthetic_forgery.source_photo_paths()]
   for split, index in (("validation", 0), ("test", 149)):

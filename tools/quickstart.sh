@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 "$PY" -m sdpal_jax.train --config quickstart --workdir "$WORKDIR"
 # --baselines centre: the row of a map with no model ("the middle is tampered"), to read the model's against.
 "$PY" -m sdpal_jax.evaluate --workdir "$WORKDIR" --baselines centre \
-  --datasets synthetic_forgery/mixed_small:test --output_dir "$WORKDIR/eval"
+  --datasets synthetic_forgery/mixed_small_unwarped:test --output_dir "$WORKDIR/eval"
 PHOTO="$("$PY" -c 'import os, skimage; print(os.path.join(os.path.dirname(skimage.__file__), "data", "astronaut.png"))')"
 "$PY" -m sdpal_jax.predict --checkpoint "$WORKDIR" --output_dir "$WORKDIR/predictions" "$PHOTO"
 echo "results: $WORKDIR/eval/results.md, predictions: $WORKDIR/predictions"

@@ -532,7 +532,7 @@ class SyntheticForgery(tfds.core.GeneratorBasedBuilder):
     SyntheticForgeryConfig(
       name="mixed_large", image_size=128, num_train=16000, num_validation=60, num_test=150,
       description="mixed_small with 16000 training images (its validation and test images are "
-      "mixed_small's): the packaged default model's data.",
+      "mixed_small's).",
     ),
     SyntheticForgeryConfig(
       name="mixed_small_anywhere", image_size=128, num_train=2400, num_validation=60,
@@ -550,13 +550,15 @@ class SyntheticForgery(tfds.core.GeneratorBasedBuilder):
       name="mixed_large_unwarped", image_size=128, num_train=16000, num_validation=60,
       num_test=150, unwarped_fraction=0.5,
       description="mixed_large where half the splices and copy-moves are only moved (no "
-      "rescaling or rotation), as most of CASIA v1.0's pasted regions are.",
+      "rescaling or rotation), as most of CASIA v1.0's pasted regions are (validation and "
+      "test are mixed_small_unwarped's): the packaged default model's data.",
     ),
     SyntheticForgeryConfig(
       name="mixed_small_unwarped", image_size=128, num_train=2400, num_validation=60,
       num_test=150, unwarped_fraction=0.5,
       description="mixed_small where half the splices and copy-moves are only moved (no "
-      "rescaling or rotation), as most of CASIA v1.0's pasted regions are.",
+      "rescaling or rotation), as most of CASIA v1.0's pasted regions are: the quickstart's "
+      "data.",
     ),
     SyntheticForgeryConfig(
       name="mixed_large_jpeg", image_size=128, num_train=16000, num_validation=60, num_test=150,
