@@ -10,8 +10,9 @@ at 64 for the same F1 after the same time. The tampered pixels are weighted in
 the BCE (with a Dice term) because they are few; without it the F1 at the 0.5
 threshold stays near 0. The data are ``mixed_small_unwarped``: half the
 pasted regions are only moved, never resampled, as most of CASIA v1.0's are;
-on CASIA v1 that raised the position-out pixel AUC from 0.54 to 0.59 over the
-same run on ``mixed_small`` (docs/results/real_data).
+on CASIA v1 that raised the position-out pixel AUC from 0.55 to 0.58 (mean of
+seeds 0 and 1) over the same runs on ``mixed_small``, and lowered the F1 at
+0.5 (docs/results/real_data, "The quickstart on unwarped data").
 
 Variants (the config argument, comma separated): ``tpu`` a wider model and
 batch for 8 TPU cores (bfloat16 compute); ``bf16`` bfloat16 compute with the
