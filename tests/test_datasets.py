@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -260,6 +262,32 @@ def test_tfds_spec_source_reads_the_synthetic_split(tiny_builder):
   examples = list(source)
   assert len(examples) == len(source) == 6
   assert examples[0]["mask"].ndim == 2
+
+
+def test_two_processes_generating_the_same_split_at_once_both_read_it(tmp_path):
+  # Two runs (or two test workers) sharing a data directory: the second to finish its
+  # build found the first's version in place and failed (FileExistsError on tfds' rename).
+  script = (
+    "import sys; from sdpal_jax.datasets import sources; "
+    "source = sources.open_source('synthetic_forgery/mixed_tiny:test', data_dir=sys.argv[1]); "
+    "print(len(list(source)))"
+  )
+  data_dir = str(tmp_path / "data")
+  runs = [
+    subprocess.Popen(
+      [sys.executable, "-c", script, data_dir],
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for _ in range(2)
+  ]
+  for run in runs:
+    out, err = run.communicate(timeout=600)
+    assert run.returncode == 0, err[-2000:]
+    assert out.split()[-1] == "6"
+  versions = os.listdir(os.path.join(data_dir, "synthetic_forgery", "mixed_tiny"))
+  assert versions == ["2.0.0"]  # no incomplete.* copy left behind
 
 
 @pytest.mark.skipif(
