@@ -554,6 +554,12 @@ class SyntheticForgery(tfds.core.GeneratorBasedBuilder):
       "test are mixed_small_unwarped's): the packaged default model's data.",
     ),
     SyntheticForgeryConfig(
+      name="mixed_large_unwarped_192", image_size=192, num_train=16000, num_validation=60,
+      num_test=150, unwarped_fraction=0.5,
+      description="mixed_large_unwarped at 192x192: each photo window is downscaled less and "
+      "its regions are 1.5 times larger in pixels.",
+    ),
+    SyntheticForgeryConfig(
       name="mixed_small_unwarped", image_size=128, num_train=2400, num_validation=60,
       num_test=150, unwarped_fraction=0.5,
       description="mixed_small where half the splices and copy-moves are only moved (no "
