@@ -12,11 +12,20 @@ trained on, a checksum of the weights and what they score on the generated
 test split, so a user can tell exactly what model they are running and a test
 can check that the packaged files still give the recorded numbers.
 
-Packaging a trained workdir::
+Packaging a trained workdir, then recording its real-archive scores::
 
   python -m sdpal_jax.packaged_model --workdir W --output_dir sdpal_jax/default_model \\
     --command "python -m sdpal_jax.train --config default_model --workdir W" \\
-    --commit <git commit of the training code> [--extra_json results.json]
+    --commit <git commit of the training code> [--training_note "..."]
+  sdpal-evaluate --workdir default --datasets casia_v1:test,coverage:test --protocol all \\
+    --output_dir OUT
+  python -m sdpal_jax.packaged_model --output_dir sdpal_jax/default_model \\
+    --real_data OUT/results.json --real_data_command "sdpal-evaluate ..." [--real_data_note "..."]
+
+``--real_data`` takes the ``results.json`` that ``sdpal-evaluate --protocol all``
+wrote and records its headline numbers as ``provenance.json``'s ``real_data``
+(``real_data_summary``). Packaging writes a new provenance, so a repackaged
+model never carries the previous model's real-archive scores.
 """
 
 from __future__ import annotations
@@ -212,6 +221,48 @@ def package_model(
   return provenance
 
 
+# The numbers ``real_data`` keeps of each dataset's scores, by protocol (sdpal-evaluate's names).
+REAL_DATA_FIELDS = {
+  "dataset_protocol": ("pixel_auc", "pixel_f1", "pixel_auc_centre_controlled"),
+  "image_protocol": ("pixel_auc", "pixel_f1_tampered"),
+  "best_protocol": ("pixel_f1",),
+}
+
+
+def real_data_summary(results: dict[str, Any], command: str, note: str | None = None) -> dict:
+  """The ``real_data`` block of ``provenance.json`` from ``sdpal-evaluate``'s ``results.json``.
+
+  ``results``: ``{"casia_v1:test": scores, ...}`` as ``--protocol all`` writes it
+  (each dataset's ``protocols`` holds ``dataset``, ``image`` and ``best``).
+  Keeps, per dataset, the images scored and ``REAL_DATA_FIELDS``; raises
+  ``SdpalError`` naming the dataset and protocol when one is missing (scored
+  with another ``--protocol``).
+  """
+  if not results:
+    raise SdpalError("real-data results: no dataset in the results file.")
+  scores = {}
+  for dataset, result in results.items():
+    protocols = result.get("protocols", {})
+    summary: dict[str, Any] = {"num_scored": int(result.get("num_scored", 0))}
+    for key, fields in REAL_DATA_FIELDS.items():
+      protocol = key.removesuffix("_protocol")
+      if protocol not in protocols:
+        raise SdpalError(
+          f"real-data results: {dataset} has no '{protocol}' protocol (it has "
+          f"{sorted(protocols) or 'none'}); score it with sdpal-evaluate --protocol all."
+        )
+      summary[key] = {f: float(protocols[protocol][f]) for f in fields}
+    scores[dataset] = summary
+  block: dict[str, Any] = {
+    "resolution": "native (every photo at its own size)",
+    "command": command,
+    "scores": scores,
+  }
+  if note:
+    block["note"] = note
+  return block
+
+
 def read_provenance(directory: str = checkpoint_lib.DEFAULT_MODEL_DIR) -> dict[str, Any]:
   """The packaged model's ``provenance.json``."""
   path = os.path.join(directory, PROVENANCE_FILE)
@@ -236,7 +287,12 @@ def _jsonable(value):
 
 
 def _define_flags() -> None:
-  flags.DEFINE_string("workdir", None, "The training workdir to package.")
+  flags.DEFINE_string(
+    "workdir",
+    None,
+    "The training workdir to package; without it, --real_data is recorded in the model "
+    "already packaged in --output_dir.",
+  )
   flags.DEFINE_string("output_dir", None, "Where to write the packaged model.")
   flags.DEFINE_integer("step", None, "Package this saved step instead of the best one.")
   flags.DEFINE_string("command", None, "The exact command that trained the workdir.")
@@ -246,17 +302,73 @@ def _define_flags() -> None:
     None,
     "The packaged preprocess.tile_size (prediction only); default: the workdir's.",
   )
+  flags.DEFINE_string(
+    "real_data",
+    None,
+    "sdpal-evaluate's results.json (--protocol all) for these weights on real archives: "
+    "recorded as provenance.json's real_data.",
+  )
+  flags.DEFINE_string("real_data_command", None, "The sdpal-evaluate command that wrote it.")
+  flags.DEFINE_string("real_data_note", None, "How the real-data scores were chosen or read.")
+  flags.DEFINE_string("training_note", None, "The training run's wall time, machine load, etc.")
   flags.DEFINE_string("extra_json", None, "A JSON file whose object is added to provenance.json.")
-  flags.mark_flags_as_required(["workdir", "output_dir", "command", "commit"])
+  flags.mark_flags_as_required(["output_dir"])
+
+
+def _read_results(path: str) -> dict[str, Any]:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError) as e:
+    raise SdpalError(f"--real_data {path}: not a readable JSON file ({e}).") from None
+
+
+def record_real_data(directory: str, real_data: dict[str, Any]) -> dict[str, Any]:
+  """Sets ``real_data`` in the packaged model ``directory``'s provenance; returns it.
+
+  The file is replaced whole (written beside it, then renamed), so an
+  interrupted call leaves the old provenance.
+  """
+  provenance = read_provenance(directory)
+  provenance["real_data"] = real_data
+  path = os.path.join(directory, PROVENANCE_FILE)
+  with open(path + ".tmp", "w") as f:
+    json.dump(provenance, f, indent=2)
+    f.write("\n")
+  os.replace(path + ".tmp", path)
+  return provenance
 
 
 def main(argv) -> int:
   del argv
   FLAGS = flags.FLAGS
-  extra = None
+  real_data = None
+  if FLAGS.real_data:
+    if not FLAGS.real_data_command:
+      raise SdpalError("--real_data needs --real_data_command: the command that scored it.")
+    real_data = real_data_summary(
+      _read_results(FLAGS.real_data), FLAGS.real_data_command, FLAGS.real_data_note
+    )
+  if FLAGS.workdir is None:  # record scores of the model already packaged in output_dir
+    if real_data is None:
+      raise SdpalError(
+        "give --workdir (with --command and --commit) to package a trained model, or "
+        "--real_data to record real-archive scores of the model packaged in --output_dir."
+      )
+    provenance = record_real_data(FLAGS.output_dir, real_data)
+    print(f"recorded real-data scores of {', '.join(real_data['scores'])} in {FLAGS.output_dir}")
+    return 0
+  missing = [f"--{name}" for name in ("command", "commit") if not FLAGS[name].value]
+  if missing:
+    raise SdpalError(f"packaging --workdir {FLAGS.workdir} needs {' and '.join(missing)}.")
+  extra = {}
   if FLAGS.extra_json:
     with open(FLAGS.extra_json) as f:
-      extra = json.load(f)
+      extra.update(json.load(f))
+  if FLAGS.training_note:
+    extra["training_note"] = FLAGS.training_note
+  if real_data is not None:
+    extra["real_data"] = real_data
   provenance = package_model(
     FLAGS.workdir,
     FLAGS.output_dir,
@@ -273,6 +385,12 @@ def main(argv) -> int:
     f"{provenance['recorded']['dataset']} pixel AUC {dataset_scores['pixel_auc']:.4f} "
     f"F1 {dataset_scores['pixel_f1']:.4f}"
   )
+  if real_data is None:
+    print(
+      "no --real_data: provenance.json has no real-archive scores; score the packaged files "
+      "(sdpal-evaluate --workdir default --protocol all ...) and record them with "
+      f"--output_dir {FLAGS.output_dir} --real_data OUT/results.json --real_data_command ..."
+    )
   return 0
 
 

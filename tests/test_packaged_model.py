@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from sdpal_jax import checkpoint, configs, model_config, packaged_model
+from sdpal_jax import checkpoint, configs, errors, model_config, packaged_model
 from sdpal_jax.image_io import load_image
 from sdpal_jax.inference import Predictor
 
@@ -157,6 +157,85 @@ def test_package_model_stores_the_smallest_plan_within_the_error_bound(tmp_path,
   assert exact["checksum_sha256"] == packaged_model.variables_checksum(trained.variables)
   assert json.loads((tmp_path / "exact" / packaged_model.PROVENANCE_FILE).read_text()) == exact
   assert checkpoint.read_config(str(tmp_path / "exact")).preprocess.tile_size is None
+
+
+REAL_DATA_RESULTS = os.path.join(
+  os.path.dirname(__file__), "..", "docs", "results", "real_data", "default_model", "results.json"
+)
+
+
+def test_packaged_real_data_scores_are_the_summary_of_its_published_results():
+  # docs/results/real_data/default_model/results.json is sdpal-evaluate's output for the
+  # packaged files; provenance.json must say the same, as the packager would write it.
+  with open(REAL_DATA_RESULTS) as f:
+    results = json.load(f)
+  recorded = PROVENANCE["real_data"]
+  summary = packaged_model.real_data_summary(results, recorded["command"], recorded.get("note"))
+  assert summary == recorded
+  assert summary["scores"]["casia_v1:test"]["num_scored"] == 920
+  assert summary["scores"]["coverage:test"]["num_scored"] == 94
+
+
+def test_real_data_summary_names_the_dataset_scored_without_every_protocol():
+  with open(REAL_DATA_RESULTS) as f:
+    results = json.load(f)
+  del results["coverage:test"]["protocols"]["best"]
+  with pytest.raises(
+    errors.SdpalError, match=r"coverage:test has no 'best' protocol.*--protocol all"
+  ):
+    packaged_model.real_data_summary(results, "sdpal-evaluate ...")
+  with pytest.raises(errors.SdpalError, match="no dataset"):
+    packaged_model.real_data_summary({}, "sdpal-evaluate ...")
+
+
+def _packager(*args: str, cwd) -> subprocess.CompletedProcess:
+  return subprocess.run(
+    [sys.executable, "-m", "sdpal_jax.packaged_model", *args],
+    capture_output=True, text=True, timeout=300, cwd=cwd,
+  )  # fmt: skip
+
+
+def test_packager_records_real_data_scores_in_an_already_packaged_model(tmp_path):
+  packaged = tmp_path / "model"
+  packaged.mkdir()
+  stale = {**PROVENANCE, "real_data": {"command": "an older model's scores"}}
+  (packaged / packaged_model.PROVENANCE_FILE).write_text(json.dumps(stale))
+  results = json.loads(open(REAL_DATA_RESULTS).read())
+  results["casia_v1:test"]["protocols"]["dataset"]["pixel_auc"] = 0.75
+  (tmp_path / "results.json").write_text(json.dumps(results))
+  command = "sdpal-evaluate --workdir default --protocol all"
+  out = _packager(
+    "--output_dir", str(packaged), "--real_data", str(tmp_path / "results.json"),
+    "--real_data_command", command, cwd=tmp_path,
+  )  # fmt: skip
+  assert out.returncode == 0, out.stderr[-2000:]
+  written = packaged_model.read_provenance(str(packaged))
+  assert written["real_data"]["command"] == command
+  assert written["real_data"]["scores"]["casia_v1:test"]["dataset_protocol"]["pixel_auc"] == 0.75
+  assert {k: v for k, v in written.items() if k != "real_data"} == {
+    k: v for k, v in PROVENANCE.items() if k != "real_data"
+  }
+  assert not list(packaged.glob("*.tmp"))
+
+
+def test_packager_refuses_incomplete_requests_with_a_message(tmp_path):
+  nothing = _packager("--output_dir", str(tmp_path), cwd=tmp_path)
+  assert (
+    nothing.returncode != 0 and "--workdir" in nothing.stderr and "Traceback" not in nothing.stderr
+  )
+  no_command = _packager(
+    "--output_dir", str(tmp_path), "--real_data", REAL_DATA_RESULTS, cwd=tmp_path
+  )  # fmt: skip
+  assert no_command.returncode != 0 and "--real_data_command" in no_command.stderr
+  not_packaged = _packager(
+    "--output_dir", str(tmp_path), "--real_data", REAL_DATA_RESULTS,
+    "--real_data_command", "sdpal-evaluate", cwd=tmp_path,
+  )  # fmt: skip
+  assert not_packaged.returncode != 0 and "no provenance file" in not_packaged.stderr
+  half = _packager(
+    "--output_dir", str(tmp_path / "out"), "--workdir", str(tmp_path), cwd=tmp_path
+  )  # fmt: skip
+  assert half.returncode != 0 and "--command and --commit" in half.stderr
 
 
 @pytest.mark.parametrize(
