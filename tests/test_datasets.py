@@ -264,14 +264,22 @@ def test_tfds_spec_source_reads_the_synthetic_split(tiny_builder):
   assert examples[0]["mask"].ndim == 2
 
 
-def test_two_processes_generating_the_same_split_at_once_both_read_it(tmp_path):
-  # Two runs (or two test workers) sharing a data directory: the second to finish its
-  # build found the first's version in place and failed (FileExistsError on tfds' rename).
-  script = (
-    "import sys; from sdpal_jax.datasets import sources; "
-    "source = sources.open_source('synthetic_forgery/mixed_tiny:test', data_dir=sys.argv[1]); "
-    "print(len(list(source)))"
-  )
+@pytest.mark.parametrize("how", ["open_source", "build_command"])
+def test_two_processes_generating_the_same_split_at_once_both_read_it(tmp_path, how):
+  # Two runs, two test workers or two build commands sharing a data directory: the second
+  # to finish its build found the first's version in place and failed (FileExistsError on
+  # tfds' rename).
+  script = {
+    "open_source": (
+      "import sys; from sdpal_jax.datasets import sources; "
+      "source = sources.open_source('synthetic_forgery/mixed_tiny:test', data_dir=sys.argv[1]); "
+      "print(len(list(source)))"
+    ),
+    "build_command": (
+      "import sys; from sdpal_jax.datasets import build; "
+      "print(build.build('synthetic_forgery/mixed_tiny', data_dir=sys.argv[1])['test'])"
+    ),
+  }[how]
   data_dir = str(tmp_path / "data")
   runs = [
     subprocess.Popen(

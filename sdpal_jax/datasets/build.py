@@ -31,6 +31,7 @@ from absl import flags
 
 import sdpal_jax.datasets  # noqa: F401 (registers the builders)
 from sdpal_jax import cli
+from sdpal_jax.datasets import common
 from sdpal_jax.errors import SdpalError
 
 
@@ -76,7 +77,7 @@ def build(
   )
   config = tfds.download.DownloadConfig(manual_dir=manual_dir, download_mode=mode)
   try:
-    builder.download_and_prepare(download_config=config)
+    builder = common.prepare_tolerating_concurrent_build(builder, name, data_dir, config)
   except SdpalError:
     raise
   except Exception as e:  # a builder's missing-file error, tfds' missing manual_dir, ...

@@ -270,3 +270,29 @@ def screen_mask_sizes(
         )
       )
   return screened
+
+
+def prepare_tolerating_concurrent_build(
+  builder: tfds.core.DatasetBuilder,
+  name: str,
+  data_dir: str | None,
+  download_config: tfds.download.DownloadConfig | None = None,
+) -> tfds.core.DatasetBuilder:
+  """``builder.download_and_prepare``; another process finishing the same build first is fine.
+
+  Two runs, two test workers or two ``datasets.build`` commands sharing a
+  data directory may build the same version at once: tfds writes each copy
+  into its own ``incomplete.*`` folder, and the second to finish finds the
+  version already in place (``FileExistsError`` on the rename; tfds removes
+  its own copy). A builder's examples are a pure function of its config and
+  inputs, so the copy in place holds the same data. Returns a builder that
+  reads the prepared version.
+  """
+  try:
+    builder.download_and_prepare(download_config=download_config)
+  except FileExistsError:
+    builder = tfds.builder(name, data_dir=data_dir)
+    if not builder.is_prepared():
+      raise
+    logging.info("%s: built by another process at the same time; using that copy.", name)
+  return builder

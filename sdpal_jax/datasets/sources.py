@@ -48,6 +48,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 import sdpal_jax.datasets  # noqa: F401 (registers the builders TfdsSource opens)
+from sdpal_jax.datasets import common
 from sdpal_jax.errors import ImageReadError, SdpalError
 from sdpal_jax.image_io import IMAGE_EXTENSIONS, load_image, load_mask
 
@@ -329,25 +330,6 @@ class PairSource:
       }
 
 
-def _prepare_generated(builder, name: str, data_dir: str | None):
-  """Generates a ``synthetic_forgery`` config; another process finishing it first is fine.
-
-  Two runs (or two test workers) sharing a data directory may generate the
-  same version at once: tfds writes each copy into its own ``incomplete.*``
-  folder, and the second to finish finds the version already in place
-  (``FileExistsError`` on the rename; tfds removes its own copy). Examples are
-  a pure function of the config, so the copy in place is the same data.
-  """
-  try:
-    builder.download_and_prepare()
-  except FileExistsError:
-    builder = tfds.builder(name, data_dir=data_dir)
-    if not builder.is_prepared():
-      raise
-    _log.info("%s: built by another process at the same time; using that copy.", name)
-  return builder
-
-
 class TfdsSource:
   """Examples of a registered tfds dataset split (prepared on first use when it needs no download).
 
@@ -369,7 +351,7 @@ class TfdsSource:
         f"({type(e).__name__}: {first_line})."
       ) from e
     if name.startswith("synthetic_forgery"):
-      self.builder = _prepare_generated(self.builder, name, data_dir)
+      self.builder = common.prepare_tolerating_concurrent_build(self.builder, name, data_dir)
     self.skipped: list[tuple[str, str]] = []
     if not self.builder.is_prepared():
       raise SdpalError(not_built_message(self.builder, name, data_dir))
