@@ -8,9 +8,11 @@ WORKDIR="${2:-workdir/quickstart}"
 cd "$(dirname "$0")/.."
 
 "$PY" -m sdpal_jax.train --config quickstart --workdir "$WORKDIR"
+# The test split of the dataset the run trained on, as its workdir's config.json names it.
+DATASET="$("$PY" -c 'import sys; from sdpal_jax import checkpoint; print(checkpoint.read_config(sys.argv[1]).data.dataset)' "$WORKDIR")"
 # --baselines centre: the row of a map with no model ("the middle is tampered"), to read the model's against.
 "$PY" -m sdpal_jax.evaluate --workdir "$WORKDIR" --baselines centre \
-  --datasets synthetic_forgery/mixed_small_unwarped:test --output_dir "$WORKDIR/eval"
+  --datasets "$DATASET:test" --output_dir "$WORKDIR/eval"
 PHOTO="$("$PY" -c 'import os, skimage; print(os.path.join(os.path.dirname(skimage.__file__), "data", "astronaut.png"))')"
 "$PY" -m sdpal_jax.predict --checkpoint "$WORKDIR" --output_dir "$WORKDIR/predictions" "$PHOTO"
 echo "results: $WORKDIR/eval/results.md, predictions: $WORKDIR/predictions"
