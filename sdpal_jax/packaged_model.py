@@ -221,6 +221,15 @@ def package_model(
   return provenance
 
 
+NATIVE = "native (every photo at its own size)"
+
+
+def prediction_resolution(config) -> str:
+  """How a checkpoint's config has photos predicted: ``NATIVE`` or ``resized to HxW``."""
+  size = config.preprocess.get("image_size")
+  return NATIVE if size is None else f"resized to {size[0]}x{size[1]}"
+
+
 # The numbers ``real_data`` keeps of each dataset's scores, by protocol (sdpal-evaluate's names).
 REAL_DATA_FIELDS = {
   "dataset_protocol": ("pixel_auc", "pixel_f1", "pixel_auc_centre_controlled"),
@@ -229,11 +238,14 @@ REAL_DATA_FIELDS = {
 }
 
 
-def real_data_summary(results: dict[str, Any], command: str, note: str | None = None) -> dict:
+def real_data_summary(
+  results: dict[str, Any], command: str, note: str | None = None, *, resolution: str = NATIVE
+) -> dict:
   """The ``real_data`` block of ``provenance.json`` from ``sdpal-evaluate``'s ``results.json``.
 
   ``results``: ``{"casia_v1:test": scores, ...}`` as ``--protocol all`` writes it
   (each dataset's ``protocols`` holds ``dataset``, ``image`` and ``best``).
+  ``resolution``: what the model saw of each photo (``prediction_resolution``).
   Keeps, per dataset, the images scored and ``REAL_DATA_FIELDS``; raises
   ``SdpalError`` naming the dataset and protocol when one is missing (scored
   with another ``--protocol``).
@@ -254,7 +266,7 @@ def real_data_summary(results: dict[str, Any], command: str, note: str | None = 
       summary[key] = {f: float(protocols[protocol][f]) for f in fields}
     scores[dataset] = summary
   block: dict[str, Any] = {
-    "resolution": "native (every photo at its own size)",
+    "resolution": resolution,
     "command": command,
     "scores": scores,
   }
@@ -346,9 +358,13 @@ def main(argv) -> int:
   if FLAGS.real_data:
     if not FLAGS.real_data_command:
       raise SdpalError("--real_data needs --real_data_command: the command that scored it.")
+    if FLAGS.workdir is None:
+      read_provenance(FLAGS.output_dir)  # a packaged model, or an error that says it is not
+    scored = FLAGS.workdir or FLAGS.output_dir
     real_data = real_data_summary(
-      _read_results(FLAGS.real_data), FLAGS.real_data_command, FLAGS.real_data_note
-    )
+      _read_results(FLAGS.real_data), FLAGS.real_data_command, FLAGS.real_data_note,
+      resolution=prediction_resolution(checkpoint_lib.read_config(scored)),
+    )  # fmt: skip
   if FLAGS.workdir is None:  # record scores of the model already packaged in output_dir
     if real_data is None:
       raise SdpalError(

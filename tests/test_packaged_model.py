@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -176,6 +177,13 @@ def test_packaged_real_data_scores_are_the_summary_of_its_published_results():
   assert summary["scores"]["coverage:test"]["num_scored"] == 94
 
 
+def test_prediction_resolution_follows_the_checkpoint_config():
+  packaged = checkpoint.read_config(checkpoint.DEFAULT_MODEL_DIR)
+  assert packaged_model.prediction_resolution(packaged) == packaged_model.NATIVE
+  quickstart = configs.load("quickstart")
+  assert packaged_model.prediction_resolution(quickstart) == "resized to 128x128"
+
+
 def test_real_data_summary_names_the_dataset_scored_without_every_protocol():
   with open(REAL_DATA_RESULTS) as f:
     results = json.load(f)
@@ -198,6 +206,7 @@ def _packager(*args: str, cwd) -> subprocess.CompletedProcess:
 def test_packager_records_real_data_scores_in_an_already_packaged_model(tmp_path):
   packaged = tmp_path / "model"
   packaged.mkdir()
+  shutil.copy(os.path.join(checkpoint.DEFAULT_MODEL_DIR, checkpoint.CONFIG_FILE), packaged)
   stale = {**PROVENANCE, "real_data": {"command": "an older model's scores"}}
   (packaged / packaged_model.PROVENANCE_FILE).write_text(json.dumps(stale))
   results = json.loads(open(REAL_DATA_RESULTS).read())
@@ -211,6 +220,7 @@ def test_packager_records_real_data_scores_in_an_already_packaged_model(tmp_path
   assert out.returncode == 0, out.stderr[-2000:]
   written = packaged_model.read_provenance(str(packaged))
   assert written["real_data"]["command"] == command
+  assert written["real_data"]["resolution"] == packaged_model.NATIVE  # its config: native size
   assert written["real_data"]["scores"]["casia_v1:test"]["dataset_protocol"]["pixel_auc"] == 0.75
   assert {k: v for k, v in written.items() if k != "real_data"} == {
     k: v for k, v in PROVENANCE.items() if k != "real_data"
