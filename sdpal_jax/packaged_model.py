@@ -215,9 +215,7 @@ def package_model(
     },
     **(extra or {}),
   }
-  with open(os.path.join(output_dir, PROVENANCE_FILE), "w") as f:
-    json.dump(provenance, f, indent=2)
-    f.write("\n")
+  _write_provenance(output_dir, provenance)
   return provenance
 
 
@@ -273,6 +271,15 @@ def real_data_summary(
   if note:
     block["note"] = note
   return block
+
+
+def _write_provenance(directory: str, provenance: dict[str, Any]) -> None:
+  """Writes ``provenance.json`` whole: beside its place first, then renamed over it."""
+  path = os.path.join(directory, PROVENANCE_FILE)
+  with open(path + ".tmp", "w") as f:
+    json.dump(provenance, f, indent=2)
+    f.write("\n")
+  os.replace(path + ".tmp", path)
 
 
 def read_provenance(directory: str = checkpoint_lib.DEFAULT_MODEL_DIR) -> dict[str, Any]:
@@ -338,16 +345,12 @@ def _read_results(path: str) -> dict[str, Any]:
 def record_real_data(directory: str, real_data: dict[str, Any]) -> dict[str, Any]:
   """Sets ``real_data`` in the packaged model ``directory``'s provenance; returns it.
 
-  The file is replaced whole (written beside it, then renamed), so an
-  interrupted call leaves the old provenance.
+  The file is replaced whole (``_write_provenance``), so an interrupted call
+  leaves the old provenance.
   """
   provenance = read_provenance(directory)
   provenance["real_data"] = real_data
-  path = os.path.join(directory, PROVENANCE_FILE)
-  with open(path + ".tmp", "w") as f:
-    json.dump(provenance, f, indent=2)
-    f.write("\n")
-  os.replace(path + ".tmp", path)
+  _write_provenance(directory, provenance)
   return provenance
 
 
@@ -371,7 +374,7 @@ def main(argv) -> int:
         "give --workdir (with --command and --commit) to package a trained model, or "
         "--real_data to record real-archive scores of the model packaged in --output_dir."
       )
-    provenance = record_real_data(FLAGS.output_dir, real_data)
+    record_real_data(FLAGS.output_dir, real_data)
     print(f"recorded real-data scores of {', '.join(real_data['scores'])} in {FLAGS.output_dir}")
     return 0
   missing = [f"--{name}" for name in ("command", "commit") if not FLAGS[name].value]
