@@ -2,9 +2,10 @@
 
 Photos: by default the real photographs bundled with installed packages
 (scikit-image ``skimage/data``, scikit-learn ``sklearn/datasets/images``,
-matplotlib's ``grace_hopper.jpg``: 18 photos, no download). The ``photos``,
-``photos_small`` and ``photos_large`` configs read every image under ``manual_dir`` instead (any
-folder of the user's own photos, recursively), the way TampCOCO was made from
+matplotlib's ``grace_hopper.jpg``: 18 photos, no download). The ``photos*``
+configs (``photos``, ``photos_small``, ``photos_large``, ``photos_large_unwarped``)
+read every image under ``manual_dir`` instead (any folder of the user's own
+photos, recursively), the way TampCOCO was made from
 COCO (Kwon et al., "Learning JPEG compression artifacts for image manipulation
 detection and localization", IJCV 2022).
 
@@ -515,9 +516,10 @@ class SyntheticForgery(tfds.core.GeneratorBasedBuilder):
     "mixed_small has 2400 training images.",
   }
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
-    "Only the photos, photos_small and photos_large configs read manual_dir: put a folder of your own "
-    "photographs there (any depth, any format Pillow reads; JPEG camera photos of mixed sizes "
-    "work best). Each photo goes to one split by the SHA-1 of its relative path (80/10/10).\n"
+    "Only the photos* configs (photos, photos_small, photos_large, photos_large_unwarped) read "
+    "manual_dir: put a folder of your own photographs there (any depth, any format Pillow "
+    "reads; JPEG camera photos of mixed sizes work best). Each photo goes to one split by the "
+    "SHA-1 of its relative path (80/10/10).\n"
     "  python -m sdpal_jax.datasets.build synthetic_forgery/photos_small --manual_dir MY_PHOTOS"
   )
   BUILDER_CONFIGS = [
@@ -603,6 +605,12 @@ class SyntheticForgery(tfds.core.GeneratorBasedBuilder):
       num_validation=100, num_test=200,
       description="photos_small with mixed_large's 16000 training images: the packaged "
       "model's data, from the photos in manual_dir.",
+    ),
+    SyntheticForgeryConfig(
+      name="photos_large_unwarped", photos_from_manual_dir=True, image_size=128,
+      num_train=16000, num_validation=100, num_test=200, unwarped_fraction=0.5,
+      description="mixed_large_unwarped (the packaged model's data) from the photos in "
+      "manual_dir instead of the 18 bundled ones.",
     ),
   ]  # fmt: skip
 
