@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -434,6 +435,25 @@ def test_unwarped_fraction_leaves_other_configs_unchanged_and_moves_about_that_s
   assert len(transforms) == 80 and 0.35 < 1 - np.mean(transforms) < 0.65
   built = synthetic_forgery.SyntheticForgery.builder_configs["mixed_large_unwarped"]
   assert built.unwarped_fraction == 0.5 and built.num_train == 16000
+
+
+def test_photos_large_unwarped_is_the_packaged_data_recipe_on_manual_dir_photos():
+  configs = synthetic_forgery.SyntheticForgery.builder_configs
+  bundled, manual = configs["mixed_large_unwarped"], configs["photos_large_unwarped"]
+  differing = {
+    f.name
+    for f in dataclasses.fields(synthetic_forgery.SyntheticForgeryConfig)
+    if getattr(bundled, f.name) != getattr(manual, f.name)
+  }
+  # Whole photos go to one split there, so it holds out more validation and test images.
+  assert differing == {
+    "name",
+    "description",
+    "photos_from_manual_dir",
+    "num_validation",
+    "num_test",
+  }
+  assert manual.photos_from_manual_dir and manual.num_train == 16000
 
 
 def test_noise_level_and_defocus_decoy():
