@@ -1,12 +1,15 @@
 r"""Tampering heat-maps for photos: ``python -m sdpal_jax.predict``.
 
+  sdpal-predict photo.jpg                       # the packaged model, into ./sdpal_predictions
   python -m sdpal_jax.predict --checkpoint DIR --output_dir OUT IMAGE_OR_DIR...
 
 For each photo ``STEM.ext`` it writes, at the photo's own resolution:
 ``STEM_prob.npy`` (float32 H x W probabilities), ``STEM_mask.png`` (0/255 at
 the threshold), ``STEM_overlay.png`` (the photo with tampered pixels tinted
 red), and one ``OUT/summary.json`` with an image-level score per photo and
-the files that could not be read.
+the files that could not be read; one line per photo on stdout (its score
+and the share of pixels above the threshold). ``--output_dir`` defaults to
+``sdpal_predictions`` in the current folder.
 
 Exit status: 0 when every photo was processed, 1 when some were skipped
 (each is named on stderr and in summary.json), 2 when nothing could be done.
@@ -60,6 +63,9 @@ def collect_images(inputs: Iterable[str]) -> tuple[list[str], list[tuple[str, st
     else:
       problems.append((item, "no such file or folder"))
   return paths, problems
+
+
+DEFAULT_OUTPUT_DIR = "sdpal_predictions"
 
 
 class NonFiniteMapError(SdpalError):
@@ -132,16 +138,19 @@ def predict_files(
     np.save(os.path.join(output_dir, f"{stem}_prob.npy"), prob.astype(np.float32))
     Image.fromarray(mask).save(os.path.join(output_dir, f"{stem}_mask.png"))
     Image.fromarray(overlay(image, prob)).save(os.path.join(output_dir, f"{stem}_overlay.png"))
-    results.append(
-      {
-        "file": path,
-        "stem": stem,
-        "height": int(image.shape[0]),
-        "width": int(image.shape[1]),
-        "score": detection_score(prob),
-        "tampered_fraction": float(np.mean(prob > threshold)),
-        "max_probability": float(prob.max()),
-      }
+    result = {
+      "file": path,
+      "stem": stem,
+      "height": int(image.shape[0]),
+      "width": int(image.shape[1]),
+      "score": detection_score(prob),
+      "tampered_fraction": float(np.mean(prob > threshold)),
+      "max_probability": float(prob.max()),
+    }
+    results.append(result)
+    print(
+      f"{path}: score {result['score']:.2f}, {100 * result['tampered_fraction']:.1f}% of pixels "
+      f"above {threshold:g} -> {os.path.join(output_dir, stem + '_overlay.png')}"
     )
   summary = _summary(threshold, results, skipped)
   _write_summary(output_dir, summary)
@@ -167,7 +176,9 @@ def _define_flags() -> None:
   flags.DEFINE_integer(
     "step", None, "Predict with this saved step of --checkpoint (default: best, else latest)."
   )
-  flags.DEFINE_string("output_dir", None, "Where to write the maps and summary.json.")
+  flags.DEFINE_string(
+    "output_dir", DEFAULT_OUTPUT_DIR, "Where to write the maps and summary.json (created)."
+  )
   flags.DEFINE_float("threshold", 0.5, "Probability above which a pixel counts as tampered.")
   flags.DEFINE_bool(
     "full_resolution",
@@ -189,7 +200,6 @@ def _define_flags() -> None:
     ["dense", "blocked", "sampled"],
     "Override the random-walk method (default: the checkpoint's; 'sampled' with --full_resolution).",
   )
-  flags.mark_flags_as_required(["output_dir"])
 
 
 def main(argv: Sequence[str]) -> int:
@@ -197,8 +207,7 @@ def main(argv: Sequence[str]) -> int:
   inputs = list(argv[1:])
   if not inputs:
     raise SdpalError(
-      "no photo given: python -m sdpal_jax.predict [--checkpoint DIR] --output_dir OUT "
-      "IMAGE_OR_DIR..."
+      "no photo given: sdpal-predict [--checkpoint DIR] [--output_dir OUT] IMAGE_OR_DIR..."
     )
   if not 0.0 <= FLAGS.threshold < 1.0:
     raise ConfigError(f"--threshold={FLAGS.threshold}; must be in [0, 1).")

@@ -91,22 +91,28 @@ def test_default_model_recipe_trains_with_the_current_code(tmp_path):
 
 
 @pytest.mark.slow
-def test_predict_with_no_checkpoint_uses_the_packaged_model(tmp_path):
+def test_predict_with_only_a_photo_uses_the_packaged_model_and_a_default_folder(tmp_path):
   import skimage  # noqa: PLC0415
 
   photo = os.path.join(os.path.dirname(skimage.__file__), "data", "astronaut.png")
   result = subprocess.run(
-    [sys.executable, "-m", "sdpal_jax.predict", "--output_dir", str(tmp_path), photo],
+    [sys.executable, "-m", "sdpal_jax.predict", photo],
     capture_output=True,
     text=True,
     timeout=600,
+    cwd=tmp_path,
   )
   assert result.returncode == 0, result.stderr[-2000:]
-  prob = np.load(tmp_path / "astronaut_prob.npy")
+  out = tmp_path / "sdpal_predictions"
+  prob = np.load(out / "astronaut_prob.npy")
   assert prob.shape == (512, 512) and np.isfinite(prob).all()
-  summary = json.loads((tmp_path / "summary.json").read_text())
-  assert 0.0 <= summary["images"][0]["score"] <= 1.0
-  assert (tmp_path / "astronaut_mask.png").is_file()
+  summary = json.loads((out / "summary.json").read_text())
+  score = summary["images"][0]["score"]
+  assert 0.0 <= score <= 1.0
+  assert (out / "astronaut_mask.png").is_file()
+  # One line per photo says what was found and where the overlay is.
+  assert f"astronaut.png: score {score:.2f}" in result.stdout
+  assert os.path.join("sdpal_predictions", "astronaut_overlay.png") in result.stdout
 
 
 def test_to_storage_narrows_only_floating_arrays_of_at_least_the_plan_size():
