@@ -95,11 +95,14 @@ def predict_files(
   *,
   threshold: float = 0.5,
   already_skipped: Sequence[tuple[str, str]] = (),
+  echo: bool = False,
 ) -> dict:
   """Runs ``predictor`` on every path; writes the outputs; returns the summary dict.
 
   ``already_skipped``: (path, reason) of inputs rejected before reading, listed
-  in summary.json with the unreadable files.
+  in summary.json with the unreadable files. ``echo``: print one line per
+  photo to stdout (its score, the share of pixels above ``threshold`` and
+  where its overlay went), as the command does.
 
   Raises:
     NonFiniteMapError: at the first photo whose map holds NaN or infinite
@@ -148,10 +151,11 @@ def predict_files(
       "max_probability": float(prob.max()),
     }
     results.append(result)
-    print(
-      f"{path}: score {result['score']:.2f}, {100 * result['tampered_fraction']:.1f}% of pixels "
-      f"above {threshold:g} -> {os.path.join(output_dir, stem + '_overlay.png')}"
-    )
+    if echo:
+      print(
+        f"{path}: score {result['score']:.2f}, {100 * result['tampered_fraction']:.1f}% of "
+        f"pixels above {threshold:g} -> {os.path.join(output_dir, stem + '_overlay.png')}"
+      )
   summary = _summary(threshold, results, skipped)
   _write_summary(output_dir, summary)
   return summary
@@ -230,7 +234,12 @@ def main(argv: Sequence[str]) -> int:
     **overrides,
   )
   summary = predict_files(
-    predictor, paths, FLAGS.output_dir, threshold=FLAGS.threshold, already_skipped=problems
+    predictor,
+    paths,
+    FLAGS.output_dir,
+    threshold=FLAGS.threshold,
+    already_skipped=problems,
+    echo=True,
   )
   n_ok, n_bad = len(summary["images"]), len(summary["skipped"])
   print(f"wrote {n_ok} prediction(s) to {FLAGS.output_dir}; skipped {n_bad}.")
