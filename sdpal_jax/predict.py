@@ -137,24 +137,27 @@ def predict_files(
         f"{path}: {reason}; stopped there: {_model_source(predictor)} gives no usable map "
         "(a diverged run?); pick another saved step with --step."
       ) from None
-    mask = (prob > threshold).astype(np.uint8) * 255
+    tampered = prob > threshold
+    overlay_path = os.path.join(output_dir, f"{stem}_overlay.png")
     np.save(os.path.join(output_dir, f"{stem}_prob.npy"), prob.astype(np.float32))
-    Image.fromarray(mask).save(os.path.join(output_dir, f"{stem}_mask.png"))
-    Image.fromarray(overlay(image, prob)).save(os.path.join(output_dir, f"{stem}_overlay.png"))
+    Image.fromarray(tampered.astype(np.uint8) * 255).save(
+      os.path.join(output_dir, f"{stem}_mask.png")
+    )
+    Image.fromarray(overlay(image, prob)).save(overlay_path)
     result = {
       "file": path,
       "stem": stem,
       "height": int(image.shape[0]),
       "width": int(image.shape[1]),
       "score": detection_score(prob),
-      "tampered_fraction": float(np.mean(prob > threshold)),
+      "tampered_fraction": float(np.mean(tampered)),
       "max_probability": float(prob.max()),
     }
     results.append(result)
     if echo:
       print(
         f"{path}: score {result['score']:.2f}, {100 * result['tampered_fraction']:.1f}% of "
-        f"pixels above {threshold:g} -> {os.path.join(output_dir, stem + '_overlay.png')}"
+        f"pixels above {threshold:g} -> {overlay_path}"
       )
   summary = _summary(threshold, results, skipped)
   _write_summary(output_dir, summary)

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from sdpal_jax.inference import Predictor
-from sdpal_jax.metrics import single_map_auc
+from sdpal_jax.metrics import per_image_record, single_map_auc
 
 
 def dump(checkpoint: str, step: int | None, path: str) -> None:
@@ -47,16 +47,10 @@ def load(path: str) -> tuple[list, list, list]:
 def scores(maps: list, masks: list) -> str:
   pooled = single_map_auc(np.concatenate([m.ravel() for m in maps]),
                           np.concatenate([g.ravel() for g in masks]))  # fmt: skip
-  per_image = np.mean([single_map_auc(m.ravel(), g.ravel()) for m, g in zip(maps, masks, strict=True)
-                       if 0 < g.mean() < 1])  # fmt: skip
-  f1 = []
-  for m, g in zip(maps, masks, strict=True):
-    b = m > 0.5
-    tp, fp, fn = (b & g).sum(), (b & ~g).sum(), (~b & g).sum()
-    f1.append(2 * tp / max(2 * tp + fp + fn, 1))
-  return (
-    f"pooled {100 * pooled:.2f}  per-image {100 * per_image:.2f}  F1@0.5 {100 * np.mean(f1):.2f}"
-  )
+  records = [per_image_record(m, g) for m, g in zip(maps, masks, strict=True)]
+  per_image = np.nanmean([r["pixel_auc"] for r in records])  # NaN: a mask of one class
+  f1 = np.mean([r["pixel_f1"] for r in records])
+  return f"pooled {100 * pooled:.2f}  per-image {100 * per_image:.2f}  F1@0.5 {100 * f1:.2f}"
 
 
 def main() -> None:
