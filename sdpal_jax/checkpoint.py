@@ -11,6 +11,11 @@ Layout of a directory ``DIR`` (a training workdir or a converted checkpoint)::
                            best validation metric (``config.best_metric``); the
                            metric values are orbax's own step metadata.
 
+An ensemble directory holds instead ``DIR/ensemble.json`` (``ENSEMBLE_FILE``):
+``{"combine": "mean_probability", "members": ["members/a", ...]}``, each member
+a checkpoint directory of the layout above, relative to ``DIR``; prediction
+averages the members' probability maps (``sdpal_jax.inference.EnsemblePredictor``).
+
 ``load_inference_checkpoint`` reads ``best/`` when it exists, else the latest
 step in ``checkpoints/`` (or the step asked for). A training run
 (``TrainingCheckpoints``) starts from, in this order: the latest step in
@@ -47,6 +52,9 @@ MODEL_ITEM = "model"
 TRAIN_ITEM = "train_state"
 BACKBONE_ITEM = "backbone"
 UNREADABLE_DIR = "unreadable"
+ENSEMBLE_FILE = "ensemble.json"
+# How an ensemble combines its members' maps (``ensemble.json``'s "combine").
+ENSEMBLE_COMBINE = "mean_probability"
 # ``--checkpoint default`` / ``--workdir default`` (and no ``--checkpoint`` at all
 # for predict): the model packaged with the library (``sdpal_jax.packaged_model``).
 # A directory of that name in the working directory takes precedence.
@@ -59,12 +67,65 @@ def resolve_directory(directory: str) -> str:
   directory = os.fspath(directory)
   if directory != DEFAULT_MODEL or os.path.isdir(directory):
     return directory
-  if not os.path.isfile(os.path.join(DEFAULT_MODEL_DIR, CONFIG_FILE)):
+  if not any(
+    os.path.isfile(os.path.join(DEFAULT_MODEL_DIR, f)) for f in (CONFIG_FILE, ENSEMBLE_FILE)
+  ):
     raise CheckpointError(
       f"this installation has no packaged model ({DEFAULT_MODEL_DIR} is missing or incomplete); "
       "reinstall sdpal_jax or pass --checkpoint DIR."
     )
   return DEFAULT_MODEL_DIR
+
+
+def is_ensemble(directory: str) -> bool:
+  """Whether ``directory`` (or ``"default"``) is an ensemble of checkpoints (``ENSEMBLE_FILE``)."""
+  return os.path.isfile(os.path.join(resolve_directory(directory), ENSEMBLE_FILE))
+
+
+def ensemble_members(directory: str) -> list[str]:
+  """The member checkpoint directories of the ensemble ``directory``, in its file's order.
+
+  Raises:
+    CheckpointError: naming ``ensemble.json`` when it is unreadable, combines
+      maps another way, lists no member, or names a member that is not a
+      checkpoint directory inside ``directory``.
+  """
+  directory = resolve_directory(directory)
+  path = os.path.join(directory, ENSEMBLE_FILE)
+  try:
+    with open(path) as f:
+      spec = json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise CheckpointError(f"{path}: cannot read the ensemble ({e}).") from e
+  if not isinstance(spec, dict) or spec.get("combine") != ENSEMBLE_COMBINE:
+    raise CheckpointError(
+      f'{path}: expected {{"combine": "{ENSEMBLE_COMBINE}", "members": [...]}}, '
+      f"got {json.dumps(spec)[:200]}."
+    )
+  members = spec.get("members")
+  if not isinstance(members, list) or not members:
+    raise CheckpointError(f'{path}: "members" must be a non-empty list of folders.')
+  paths = []
+  for member in members:
+    if not isinstance(member, str) or os.path.isabs(member) or ".." in member.split("/"):
+      raise CheckpointError(f"{path}: member {member!r} must be a folder inside {directory}.")
+    member_dir = os.path.join(directory, member)
+    if not os.path.isfile(os.path.join(member_dir, CONFIG_FILE)):
+      raise CheckpointError(
+        f"{path}: member {member!r} is not a checkpoint directory ({member_dir}/{CONFIG_FILE} "
+        "is missing)."
+      )
+    paths.append(member_dir)
+  return paths
+
+
+def write_ensemble(directory: str, members: list[str]) -> None:
+  """Writes ``directory/ensemble.json`` (temporary file + rename) naming ``members``."""
+  path = os.path.join(directory, ENSEMBLE_FILE)
+  with open(path + ".tmp", "w") as f:
+    json.dump({"combine": ENSEMBLE_COMBINE, "members": list(members)}, f, indent=2)
+    f.write("\n")
+  os.replace(path + ".tmp", path)
 
 
 def _widen_half_precision(tree):
@@ -114,6 +175,11 @@ def _tuples(value, reference):
 def read_config(directory: str) -> ml_collections.ConfigDict:
   """Reads ``config.json``; model/preprocess fields are merged over the defaults."""
   path = os.path.join(directory, CONFIG_FILE)
+  if not os.path.exists(path) and os.path.isfile(os.path.join(directory, ENSEMBLE_FILE)):
+    raise CheckpointError(
+      f"{directory} is an ensemble of checkpoints ({ENSEMBLE_FILE}): each member has its own "
+      "config; read a member's (ensemble_members)."
+    )
   if not os.path.exists(path):
     raise CheckpointError(
       f"{path} is missing: {directory} is not an sdpal_jax checkpoint directory "
@@ -489,6 +555,11 @@ def load_inference_checkpoint(directory: str, step: int | None = None) -> Infere
   directory = resolve_directory(directory)
   if not os.path.isdir(directory):
     raise CheckpointError(f"{directory}: no such checkpoint directory.")
+  if is_ensemble(directory):
+    raise CheckpointError(
+      f"{directory} is an ensemble of {len(ensemble_members(directory))} checkpoints: load it "
+      "with sdpal_jax.inference.Predictor.from_checkpoint, or load each of its members."
+    )
   config = read_config(directory)
   found = find_model_steps(directory, step)
   if found is None:

@@ -178,8 +178,8 @@ class EvaluationRequest:
     per_image: write ``per_image.csv`` next to the tables.
     step: None (best, else latest), a step number, or ``"all"`` (every saved
       step); rows are then labelled ``LABEL@STEP``. Held parsed (``parse_step``).
-    full_resolution / tile_size / tile_overlap: as ``predict``'s flags
-      (``Predictor.from_checkpoint``).
+    full_resolution / tile_size / tile_overlap / flip_average: as ``predict``'s
+      flags (``Predictor.from_checkpoint``).
   """
 
   protocol: str = "dataset"
@@ -197,6 +197,7 @@ class EvaluationRequest:
   full_resolution: bool = False
   tile_size: int | None = None  # None: the checkpoint's preprocess.tile_size, else 2048
   tile_overlap: int | None = None
+  flip_average: bool = False
 
   def __post_init__(self):
     validate_scoring_options(
@@ -236,6 +237,7 @@ class EvaluationRequest:
       full_resolution=flag_values.full_resolution,
       tile_size=flag_values.tile_size,
       tile_overlap=flag_values.tile_overlap,
+      flip_average=flag_values.flip_average,
     )
 
   @property
@@ -277,6 +279,7 @@ class EvaluationRequest:
       full_resolution=self.full_resolution,
       tile_size=self.tile_size,
       tile_overlap=self.tile_overlap,
+      flip_average=self.flip_average,
     )
 
 
@@ -490,6 +493,11 @@ def _define_flags() -> None:
   )
   flags.DEFINE_integer(
     "tile_overlap", None, "Pixels shared by neighbouring tiles (default tile_size/8)."
+  )
+  flags.DEFINE_bool(
+    "flip_average",
+    False,
+    "Average each map with that of the left-right mirrored photo (as predict --flip_average).",
   )
   flags.DEFINE_bool("per_image", True, "Write per_image.csv (one row per scored image).")
   flags.DEFINE_enum("protocol", "dataset", PROTOCOL_CHOICES, "Metric protocol.")

@@ -3,7 +3,10 @@
 ``Predictor.from_checkpoint(DIR)`` rebuilds the network and the preprocessing
 recorded in ``DIR/config.json`` (see ``sdpal_jax.checkpoint``), and
 ``predict_probabilities`` turns uint8 photos into per-pixel probabilities at
-the photos' own resolution.
+the photos' own resolution. A directory holding ``ensemble.json`` (see
+``sdpal_jax.checkpoint``) loads as an ``EnsemblePredictor``: the mean of its
+members' probability maps. ``flip_average`` averages each map with the map of
+the left-right mirrored photo (mirrored back), at twice the cost.
 """
 
 from __future__ import annotations
@@ -54,6 +57,16 @@ def non_finite_weights(variables: dict[str, Any]) -> tuple[int, int, str | None]
   return bad, total, first
 
 
+def check_images(images: np.ndarray) -> np.ndarray:
+  """``images`` as an array, or SdpalError unless it is uint8 ``[B, H, W, 3]``."""
+  images = np.asarray(images)
+  if images.ndim != 4 or images.shape[-1] != 3:
+    raise SdpalError(f"expected uint8 images [B, H, W, 3], got shape {images.shape}.")
+  if images.dtype != np.uint8:
+    raise SdpalError(f"expected uint8 images, got dtype {images.dtype}.")
+  return images
+
+
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
   """Start offsets of ``tile``-long windows covering ``[0, length)`` with at least ``overlap``."""
   if length <= tile:
@@ -92,6 +105,8 @@ class Predictor:
       linearly to the tile borders, where the network sees the least context.
     checkpoint / step: the directory and step the weights came from (None when
       built from variables in memory), named in error messages.
+    flip_average: average each map with that of the left-right mirrored photo
+      (mirrored back): two network passes per photo.
   """
 
   model: Any
@@ -103,6 +118,7 @@ class Predictor:
   tile_overlap: int | None = None  # None: tile_size // 8
   checkpoint: str | None = None
   step: int | None = None
+  flip_average: bool = False
 
   @classmethod
   def from_checkpoint(
@@ -113,12 +129,15 @@ class Predictor:
     full_resolution: bool = False,
     tile_size: int | None = None,
     tile_overlap: int | None = None,
+    flip_average: bool = False,
     **model_overrides,
-  ) -> Predictor:
+  ) -> Predictor | EnsemblePredictor:
     """Loads ``path`` (a training workdir or a converted checkpoint directory).
 
     With no ``path`` (or ``"default"``): the model packaged with the library
-    (``sdpal_jax.packaged_model``).
+    (``sdpal_jax.packaged_model``). An ensemble directory (``ensemble.json``)
+    gives an ``EnsemblePredictor`` whose members are loaded with these same
+    arguments; it has no steps, so ``step`` must be None.
 
     ``step``: that saved step instead of the best (else latest) one; a step that
     is not saved is a ``CheckpointError`` listing the saved ones. Weights that
@@ -137,6 +156,16 @@ class Predictor:
     of the cost (``docs/performance.md``: same F1/AUC as the exact walk on the
     synthetic test split, 589x faster than the release at 128x128 nodes).
     """
+    if checkpoint_lib.is_ensemble(path):
+      if step is not None:
+        raise CheckpointError(
+          f"{checkpoint_lib.resolve_directory(path)} is an ensemble of checkpoints: it has no "
+          f"step {step} to pick (leave --step out)."
+        )
+      return EnsemblePredictor.from_directory(
+        path, full_resolution=full_resolution, tile_size=tile_size, tile_overlap=tile_overlap,
+        flip_average=flip_average, **model_overrides,
+      )  # fmt: skip
     loaded = checkpoint_lib.load_inference_checkpoint(path, step=step)
     bad, total, first = non_finite_weights(loaded.variables)
     if bad:
@@ -174,6 +203,7 @@ class Predictor:
       tile_overlap=tile_overlap,
       checkpoint=loaded.path,
       step=loaded.step,
+      flip_average=flip_average,
     )
 
   def __post_init__(self):
@@ -211,13 +241,17 @@ class Predictor:
 
     Images are resized to the checkpoint's input size (PIL bilinear, as the
     release's torchvision Resize), normalised as recorded, and the network's
-    probability map is resized back (bilinear) to ``H x W``.
+    probability map is resized back (bilinear) to ``H x W``. With
+    ``flip_average``, the mean of that map and the mirrored map of the mirrored
+    photos.
     """
-    images = np.asarray(images)
-    if images.ndim != 4 or images.shape[-1] != 3:
-      raise SdpalError(f"expected uint8 images [B, H, W, 3], got shape {images.shape}.")
-    if images.dtype != np.uint8:
-      raise SdpalError(f"expected uint8 images, got dtype {images.dtype}.")
+    images = check_images(images)
+    if not self.flip_average:
+      return self._predict(images)
+    mirrored = self._predict(np.ascontiguousarray(images[:, :, ::-1]))[:, :, ::-1]
+    return (self._predict(images) + mirrored) / 2
+
+  def _predict(self, images: np.ndarray) -> np.ndarray:
     b, h, w, _ = images.shape
     if self.full_resolution and self.tile_size and max(h, w) > self.tile_size:
       return np.stack([self._predict_tiled(image) for image in images])
@@ -278,6 +312,80 @@ class Predictor:
         total[y : y + tile, x : x + tile] += prob * weights
         norm[y : y + tile, x : x + tile] += weights
     return (total / np.maximum(norm, 1e-12))[:h, :w]
+
+  def predict_image(self, image: np.ndarray) -> np.ndarray:
+    """uint8 ``[H, W, 3]`` -> float32 ``[H, W]``."""
+    return self.predict_probabilities(np.asarray(image)[None])[0]
+
+
+@dataclasses.dataclass
+class EnsemblePredictor:
+  """The mean of several ``Predictor``s' probability maps, one network after the other.
+
+  Each member sees the photos as its own checkpoint says; they must share the
+  preprocessing (input size and normalisation) so that the maps are of the same
+  photos seen the same way. Two networks trained on different photos rank a
+  real photo's pixels differently enough that their mean ranks them better
+  than either (docs/results/real_data).
+
+  Attributes:
+    members: the member predictors, in ``ensemble.json``'s order.
+    checkpoint: the ensemble directory (None when built in memory).
+  """
+
+  members: list[Predictor]
+  checkpoint: str | None = None
+  step: None = None  # an ensemble has no training step; kept for messages naming one
+
+  def __post_init__(self):
+    if not self.members:
+      raise SdpalError("an ensemble needs at least one member.")
+    first = self.members[0].preprocess_config.to_dict()
+    for member in self.members[1:]:
+      if member.preprocess_config.to_dict() != first:
+        raise CheckpointError(
+          f"{self.checkpoint or 'ensemble'}: member {member.checkpoint} preprocesses photos as "
+          f"{member.preprocess_config.to_dict()}, the first member as {first}: the maps would "
+          "not be of the same input."
+        )
+
+  @classmethod
+  def from_directory(cls, path: str, **member_options) -> EnsemblePredictor:
+    """Loads every member of the ensemble directory ``path`` (``Predictor.from_checkpoint`` options)."""
+    directory = checkpoint_lib.resolve_directory(path)
+    members = [
+      Predictor.from_checkpoint(member, **member_options)
+      for member in checkpoint_lib.ensemble_members(directory)
+    ]
+    return cls(members=members, checkpoint=directory)
+
+  @property
+  def preprocess_config(self) -> ml_collections.ConfigDict:
+    return self.members[0].preprocess_config
+
+  @property
+  def full_resolution(self) -> bool:
+    return self.members[0].full_resolution
+
+  @property
+  def tile_size(self) -> int:
+    return self.members[0].tile_size
+
+  @property
+  def flip_average(self) -> bool:
+    return all(member.flip_average for member in self.members)
+
+  def input_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
+    """The (H, W) the networks see for a photo of ``image_size``."""
+    return self.members[0].input_size(image_size)
+
+  def predict_probabilities(self, images: np.ndarray) -> np.ndarray:
+    """uint8 ``[B, H, W, 3]`` -> float32 ``[B, H, W]``: the members' mean probability."""
+    images = check_images(images)
+    total = self.members[0].predict_probabilities(images)
+    for member in self.members[1:]:
+      total = total + member.predict_probabilities(images)
+    return (total / len(self.members)).astype(np.float32)
 
   def predict_image(self, image: np.ndarray) -> np.ndarray:
     """uint8 ``[H, W, 3]`` -> float32 ``[H, W]``."""

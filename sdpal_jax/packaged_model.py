@@ -22,6 +22,16 @@ Packaging a trained workdir, then recording its real-archive scores::
   python -m sdpal_jax.packaged_model --output_dir sdpal_jax/default_model \\
     --real_data OUT/results.json --real_data_command "sdpal-evaluate ..." [--real_data_note "..."]
 
+An ensemble (the mean of several networks' probability maps) is packaged from
+models packaged as above, each keeping its own provenance::
+
+  python -m sdpal_jax.packaged_model --output_dir sdpal_jax/default_model \
+    --members bundled_photos=PACKAGED_A,kodak_photos=PACKAGED_B
+
+It holds ``ensemble.json`` and ``members/<name>/`` (``sdpal_jax.checkpoint``);
+its ``provenance.json`` names the members and their recipes, a checksum over
+theirs, and what the mean map scores on the generated test split.
+
 ``--real_data`` takes the ``results.json`` that ``sdpal-evaluate --protocol all``
 wrote and records its headline numbers as ``provenance.json``'s ``real_data``
 (``real_data_summary``). Packaging writes a new provenance, so a repackaged
@@ -187,11 +197,7 @@ def package_model(
       f"plan ({errors}); not packaged."
     )
   scores = score_generated_split(packaged)
-  size = sum(
-    os.path.getsize(os.path.join(folder, name))
-    for folder, _, names in os.walk(output_dir)
-    for name in names
-  )
+  size = _weights_size(output_dir)
   config = loaded.config
   provenance = {
     "config": "default_model",
@@ -217,6 +223,102 @@ def package_model(
   }
   _write_provenance(output_dir, provenance)
   return provenance
+
+
+MEMBERS_DIR = "members"
+# Provenance fields each member's entry in an ensemble's provenance repeats.
+MEMBER_FIELDS = ("command", "commit", "dataset", "dataset_version", "step", "checksum_sha256")
+
+
+def package_ensemble(
+  members: dict[str, str], output_dir: str, *, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+  """Writes the ensemble of the packaged models ``members`` ({name: dir}) to ``output_dir``.
+
+  Each member is copied whole (weights, config and its own provenance) to
+  ``output_dir/members/<name>``; the ensemble is written beside ``output_dir``
+  first and renamed over it when complete, so an interrupted call leaves the
+  previous model. Scores the mean map on the recorded generated split and
+  writes ``provenance.json``; returns its contents.
+
+  Raises:
+    SdpalError: a member that is not a packaged model, a name that is not a
+      plain folder name, or members that preprocess photos differently.
+  """
+  if not members:
+    raise SdpalError("--members: name at least one packaged model (NAME=DIR).")
+  for name in members:
+    if not name or not name.replace("_", "").replace("-", "").isalnum():
+      raise SdpalError(f"--members: {name!r} is not a plain folder name (letters, digits, _ -).")
+  member_provenance = {name: read_provenance(path) for name, path in members.items()}
+  for name, path in members.items():
+    if checkpoint_lib.is_ensemble(path):
+      raise SdpalError(f"--members {name}={path}: an ensemble; name its members instead.")
+  output_dir = os.path.abspath(output_dir)
+  staging = output_dir + ".partial"
+  if os.path.exists(staging):
+    shutil.rmtree(staging)
+  relative = []
+  for name, path in members.items():
+    relative.append(f"{MEMBERS_DIR}/{name}")
+    shutil.copytree(checkpoint_lib.resolve_directory(path), os.path.join(staging, relative[-1]))
+  checkpoint_lib.write_ensemble(staging, relative)
+  try:
+    ensemble = Predictor.from_checkpoint(staging)
+  except SdpalError:
+    shutil.rmtree(staging)
+    raise
+  scores = score_generated_split(ensemble)
+  checksums = [member_provenance[name]["checksum_sha256"] for name in members]
+  provenance = {
+    "ensemble": {
+      "combine": "the mean of the members' probability maps",
+      "members": {
+        name: {
+          "folder": folder,
+          **{f: member_provenance[name].get(f) for f in MEMBER_FIELDS},
+        }
+        for name, folder in zip(members, relative, strict=True)
+      },
+    },
+    "hardware": {"cpu": cpu_model(), "cores": os.cpu_count(), "jax": jax.__version__},
+    "checksum_sha256": hashlib.sha256("".join(checksums).encode()).hexdigest(),
+    "size_bytes": _weights_size(staging),
+    "recorded": {
+      "dataset": f"{RECORD_DATASET}:{RECORD_SPLIT}",
+      "resolution": "native",
+      "scores": _jsonable(scores),
+    },
+    **(extra or {}),
+  }
+  _write_provenance(staging, provenance)
+  previous = output_dir + ".previous"
+  if os.path.exists(output_dir):
+    if os.path.exists(previous):
+      shutil.rmtree(previous)
+    os.replace(output_dir, previous)
+  os.replace(staging, output_dir)
+  if os.path.exists(previous):
+    shutil.rmtree(previous)
+  return provenance
+
+
+def _weights_size(directory: str) -> int:
+  """Bytes of every file under ``directory`` except its own ``provenance.json``."""
+  top = os.path.join(directory, PROVENANCE_FILE)
+  return sum(
+    os.path.getsize(os.path.join(folder, name))
+    for folder, _, names in os.walk(directory)
+    for name in names
+    if os.path.join(folder, name) != top
+  )
+
+
+def prediction_config(directory: str):
+  """The config that says how ``directory``'s model sees photos (an ensemble's first member's)."""
+  if checkpoint_lib.is_ensemble(directory):
+    directory = checkpoint_lib.ensemble_members(directory)[0]
+  return checkpoint_lib.read_config(directory)
 
 
 NATIVE = "native (every photo at its own size)"
@@ -313,6 +415,11 @@ def _define_flags() -> None:
     "already packaged in --output_dir.",
   )
   flags.DEFINE_string("output_dir", None, "Where to write the packaged model.")
+  flags.DEFINE_list(
+    "members",
+    None,
+    "NAME=DIR,...: package the ensemble (mean map) of these packaged models instead of --workdir.",
+  )
   flags.DEFINE_integer("step", None, "Package this saved step instead of the best one.")
   flags.DEFINE_string("command", None, "The exact command that trained the workdir.")
   flags.DEFINE_string("commit", None, "The git commit of the code that trained it.")
@@ -357,6 +464,30 @@ def record_real_data(directory: str, real_data: dict[str, Any]) -> dict[str, Any
 def main(argv) -> int:
   del argv
   FLAGS = flags.FLAGS
+  if FLAGS.members:
+    if FLAGS.workdir or FLAGS.real_data:
+      raise SdpalError(
+        "--members packages an ensemble on its own: no --workdir, and record --real_data "
+        "in it afterwards (--output_dir DIR --real_data ...)."
+      )
+    members = {}
+    for item in FLAGS.members:
+      name, sep, path = item.partition("=")
+      if not sep or not path or name in members:
+        raise SdpalError(f"--members: {item!r}; expected distinct NAME=DIR entries.")
+      members[name] = path
+    provenance = package_ensemble(members, FLAGS.output_dir)
+    scores = provenance["recorded"]["scores"]
+    print(
+      f"packaged the mean of {', '.join(members)} to {FLAGS.output_dir}: "
+      f"{provenance['size_bytes']} bytes, {provenance['recorded']['dataset']} pixel AUC "
+      f"{scores['pixel_auc']:.4f} F1 {scores['pixel_f1']:.4f}"
+    )
+    print(
+      "no real-archive scores yet: score the ensemble (sdpal-evaluate --workdir "
+      f"{FLAGS.output_dir} --protocol all ...) and record them with --real_data."
+    )
+    return 0
   real_data = None
   if FLAGS.real_data:
     if not FLAGS.real_data_command:
@@ -366,7 +497,7 @@ def main(argv) -> int:
     scored = FLAGS.workdir or FLAGS.output_dir
     real_data = real_data_summary(
       _read_results(FLAGS.real_data), FLAGS.real_data_command, FLAGS.real_data_note,
-      resolution=prediction_resolution(checkpoint_lib.read_config(scored)),
+      resolution=prediction_resolution(prediction_config(scored)),
     )  # fmt: skip
   if FLAGS.workdir is None:  # record scores of the model already packaged in output_dir
     if real_data is None:
