@@ -100,6 +100,8 @@ def _saved_steps(workdir: str) -> list[int]:
   workdir = checkpoint.resolve_directory(workdir)
   if not os.path.isdir(workdir):
     raise SdpalError(f"{workdir}: no such checkpoint directory.")
+  if checkpoint.is_ensemble(workdir):
+    raise SdpalError(f"{workdir} is an ensemble of checkpoints: it has no steps; leave --step out.")
   return checkpoint.saved_steps(workdir)
 
 

@@ -476,7 +476,11 @@ def main(argv) -> int:
       if not sep or not path or name in members:
         raise SdpalError(f"--members: {item!r}; expected distinct NAME=DIR entries.")
       members[name] = path
-    provenance = package_ensemble(members, FLAGS.output_dir)
+    extra = {}
+    if FLAGS.extra_json:
+      with open(FLAGS.extra_json) as f:
+        extra.update(json.load(f))
+    provenance = package_ensemble(members, FLAGS.output_dir, extra=extra)
     scores = provenance["recorded"]["scores"]
     print(
       f"packaged the mean of {', '.join(members)} to {FLAGS.output_dir}: "

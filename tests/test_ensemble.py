@@ -73,6 +73,10 @@ def test_an_ensemble_has_no_step_to_pick(ensemble_dir):
     checkpoint.load_inference_checkpoint(ensemble_dir)
   with pytest.raises(CheckpointError, match="is an ensemble of checkpoints"):
     checkpoint.read_config(ensemble_dir)
+  from sdpal_jax.evaluate import checkpoint_runs  # noqa: PLC0415 (TensorFlow)
+
+  with pytest.raises(SdpalError, match="it has no steps; leave --step out"):
+    checkpoint_runs([ensemble_dir], ["e"], "all")
 
 
 @pytest.mark.parametrize(
