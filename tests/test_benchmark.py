@@ -221,3 +221,129 @@ def test_notes_say_why_there_are_no_ratios():
   without = benchmark.report_notes(benchmark.parse_args([]), False, 12.0)
   assert "speedup_vs_release: not measured (no --torch_reference given)" in without
   assert "TensorFlow imported by a benchmark process: no" in without
+
+
+def _checkpoint_folders(root):
+  """A stand-in ensemble (two members) and a single checkpoint: only what
+  ``sdpal_jax.checkpoint`` reads to tell them apart; nothing is loaded."""
+  ensemble = root / "ensemble"
+  for name in ("first", "second"):
+    (ensemble / "members" / name).mkdir(parents=True)
+    (ensemble / "members" / name / "config.json").write_text("{}")
+  (ensemble / "ensemble.json").write_text(
+    json.dumps({"combine": "mean_probability", "members": ["members/first", "members/second"]})
+  )
+  single = root / "single"
+  single.mkdir()
+  (single / "config.json").write_text("{}")
+  return str(ensemble), str(single)
+
+
+def test_predict_suite_times_an_ensemble_beside_its_first_member_and_reports_ratios(
+  tmp_path, monkeypatch
+):
+  """The suite's specs, rows and ratios, with the worker replaced by a stand-in whose
+  'seconds' are the network passes it was asked for (no process, no timing)."""
+  ensemble, single = _checkpoint_folders(tmp_path)
+  out = tmp_path / "out"
+  out.mkdir()
+  specs = []
+
+  def fake_run(args, spec, env_extra=None):
+    del args, env_extra
+    photo = np.load(spec["photo"])
+    assert photo.dtype == np.uint8 and photo.shape == (24, 40, 3)  # WIDTHxHEIGHT 40x24
+    specs.append(spec)
+    if spec["checkpoint"] == single and spec["flip_average"]:
+      return {"error": "out of memory (killed)"}
+    networks = 2 if spec["network"] == "ensemble" else 1
+    return {"seconds": 0.5 * networks * (2 if spec["flip_average"] else 1), "first_call_s": 9.0}
+
+  monkeypatch.setattr(benchmark, "_run", fake_run)
+  args = benchmark.parse_args(["--suite", "predict", "--out", str(out), "--repeats", "2",
+                               "--predict_checkpoints", f"{ensemble},{single}",
+                               "--predict_sizes", "40x24"])  # fmt: skip
+  rows = benchmark.predict_suite(args, str(out))
+
+  first = os.path.join(ensemble, "members/first")
+  assert [(s["checkpoint"], s["network"], s["flip_average"]) for s in specs] == [
+    (first, "member", False), (first, "member", True),
+    (ensemble, "ensemble", False), (ensemble, "ensemble", True),
+    (single, "single", False), (single, "single", True),
+  ]  # fmt: skip
+  assert all(s["kind"] == "predict" and s["repeats"] == 2 for s in specs)
+  assert not list(out.iterdir())  # the photo is removed afterwards
+  table = [(r["checkpoint"], r["network"], r.get("member"), r["flip_average"], r["photo"],
+            r.get("ratio")) for r in rows]  # fmt: skip
+  assert table == [
+    (ensemble, "member", "first", False, "40x24", 1.0),
+    (ensemble, "member", "first", True, "40x24", 2.0),
+    (ensemble, "ensemble", None, False, "40x24", 2.0),
+    (ensemble, "ensemble", None, True, "40x24", 4.0),
+    (single, "single", None, False, "40x24", 1.0),
+    (single, "single", None, True, "40x24", None),  # failed: an error, no ratio
+  ]
+  assert all(r["suite"] == "predict" and r["first_call_s"] == 9.0 for r in rows[:5])
+  assert rows[5]["error"] == "out of memory (killed)"
+  markdown = benchmark.markdown(rows, {"cpu": "x", "cpu_count": 2, "threads": 2, "date": "d"})
+  assert "### predict" in markdown
+  assert "| checkpoint | network | member | flip_average | photo | seconds | ratio |" in markdown
+  notes = benchmark.report_notes(args, False, 1.0)
+  assert any(n.startswith("predict: seconds per photo (WIDTHxHEIGHT") for n in notes)
+  assert not any("speedup_vs_release" in n for n in notes)  # no graph or model suite ran
+
+
+def test_predict_ratio_needs_the_one_network_plain_row_of_the_same_checkpoint_and_size():
+  rows = [
+    {"suite": "model", "size": 64, "seconds": 1.0},
+    {"suite": "predict", "checkpoint": "c", "network": "member", "flip_average": False,
+     "photo": "8x8", "error": "timed out after 1 s"},
+    {"suite": "predict", "checkpoint": "c", "network": "ensemble", "flip_average": False,
+     "photo": "8x8", "seconds": 2.0},
+    {"suite": "predict", "checkpoint": "c", "network": "member", "flip_average": False,
+     "photo": "16x16", "seconds": 4.0},
+    {"suite": "predict", "checkpoint": "c", "network": "ensemble", "flip_average": True,
+     "photo": "16x16", "seconds": 14.0},
+  ]  # fmt: skip
+  benchmark.predict_ratios(rows)
+  assert [r.get("ratio") for r in rows] == [None, None, None, 1.0, 3.5]
+
+
+def test_tiles_count_the_network_passes_of_a_photo_as_the_predictor_tiles_it():
+  from types import SimpleNamespace  # noqa: PLC0415
+
+  member = SimpleNamespace(full_resolution=True, tile_size=512, tile_overlap=64)
+  # WIDTHxHEIGHT 384x256: whole; 1024x768: 3 rows x 2 columns; 2048x1536: 5 x 4; 600x520: 2 x 2.
+  for (width, height), tiles in {(384, 256): 1, (1024, 768): 6, (2048, 1536): 20,
+                                 (600, 520): 4}.items():  # fmt: skip
+    assert benchmark._tiles(member, height, width) == tiles
+  resized = SimpleNamespace(full_resolution=False, tile_size=512, tile_overlap=64)
+  assert benchmark._tiles(resized, 1536, 2048) == 1
+
+
+def test_realistic_photo_is_deterministic_uint8_of_the_size_asked():
+  photo = benchmark.realistic_photo(40, 24)
+  assert photo.dtype == np.uint8 and photo.shape == (24, 40, 3)
+  assert np.array_equal(photo, benchmark.realistic_photo(40, 24))
+  assert 20 < photo.std() < 80  # neither flat nor saturated
+  assert benchmark._sizes("384x256,1024x768") == [(384, 256), (1024, 768)]
+  with pytest.raises(SystemExit):
+    benchmark.parse_args(["--predict_sizes", "384"])
+  with pytest.raises(SystemExit):
+    benchmark.parse_args(["--suite", "predcit"])
+
+
+@pytest.mark.slow
+def test_predict_suite_runs_the_packaged_model_through_the_worker_without_tensorflow(tmp_path):
+  report = _benchmark(tmp_path, "--suite", "predict", "--predict_sizes", "64x48")
+  rows = report["rows"]
+  assert [(r["network"], r["flip_average"]) for r in rows] == [
+    ("member", False), ("member", True), ("ensemble", False), ("ensemble", True),
+  ]  # fmt: skip
+  assert [(r["networks"], r["passes"]) for r in rows] == [(1, 1), (1, 2), (2, 2), (2, 4)]
+  for row in rows:
+    assert "error" not in row, row
+    assert row["seconds"] > 0 and row["first_call_s"] > 0 and row["ratio"] > 0
+    assert row["photo"] == "64x48" and row["tensorflow_imported"] is False
+  assert rows[0]["ratio"] == 1.0
+  assert report["tensorflow_imported"] is False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -14,48 +15,70 @@ import pytest
 
 from sdpal_jax import checkpoint, configs, errors, model_config, packaged_model
 from sdpal_jax.image_io import load_image
-from sdpal_jax.inference import Predictor
+from sdpal_jax.inference import EnsemblePredictor, Predictor
 
 PROVENANCE = packaged_model.read_provenance()
+# The packaged model is an ensemble: the mean map of networks each packaged with its own recipe.
+MEMBER_DIRS = checkpoint.ensemble_members(checkpoint.DEFAULT_MODEL_DIR)
+MEMBERS = {os.path.basename(d): packaged_model.read_provenance(d) for d in MEMBER_DIRS}
 
 
 @pytest.fixture(scope="module")
-def predictor() -> Predictor:
+def predictor() -> EnsemblePredictor:
   return Predictor.from_checkpoint()
 
 
-def test_packaged_model_is_the_default_checkpoint_and_matches_its_checksum(predictor):
+def test_packaged_model_is_the_default_checkpoint_and_matches_its_checksums(predictor):
   assert checkpoint.resolve_directory("default") == checkpoint.DEFAULT_MODEL_DIR
-  assert packaged_model.variables_checksum(predictor.variables) == PROVENANCE["checksum_sha256"]
-  # Stored under PROVENANCE["storage"] (the smallest plan that changes no probability by
-  # more than MAX_STORAGE_ERROR), float32 at load.
+  assert isinstance(predictor, EnsemblePredictor)
+  assert [m.checkpoint for m in predictor.members] == MEMBER_DIRS and len(MEMBER_DIRS) == 2
+  checksums = [packaged_model.variables_checksum(m.variables) for m in predictor.members]
+  assert checksums == [MEMBERS[os.path.basename(d)]["checksum_sha256"] for d in MEMBER_DIRS]
+  listed = PROVENANCE["ensemble"]["members"]
+  assert [listed[name]["checksum_sha256"] for name in listed] == checksums
+  assert hashlib.sha256("".join(checksums).encode()).hexdigest() == PROVENANCE["checksum_sha256"]
+  # Each member is stored under its provenance's "storage" (the smallest plan that changes no
+  # probability by more than MAX_STORAGE_ERROR), float32 at load.
   # Photos above 512 px a side go through in 512 px tiles unless the caller says otherwise.
   assert predictor.full_resolution and predictor.tile_size == 512
-  assert PROVENANCE["storage"] in packaged_model.STORAGE_PLANS
-  leaves = [np.asarray(x) for x in jax.tree.leaves(predictor.variables)]
-  assert all(x.dtype == np.float32 for x in leaves if np.issubdtype(x.dtype, np.floating))
+  for member in predictor.members:
+    assert MEMBERS[os.path.basename(member.checkpoint)]["storage"] in packaged_model.STORAGE_PLANS
+    leaves = [np.asarray(x) for x in jax.tree.leaves(member.variables)]
+    assert all(x.dtype == np.float32 for x in leaves if np.issubdtype(x.dtype, np.floating))
   size = sum(
     os.path.getsize(os.path.join(folder, name))
     for folder, _, names in os.walk(checkpoint.DEFAULT_MODEL_DIR)
     for name in names
-    if name != packaged_model.PROVENANCE_FILE
+    if os.path.join(folder, name)
+    != os.path.join(checkpoint.DEFAULT_MODEL_DIR, packaged_model.PROVENANCE_FILE)
   )
   assert size == PROVENANCE["size_bytes"] < 16 * 2**20
 
 
-def test_packaged_model_provenance_names_its_recipe():
+@pytest.mark.parametrize("member_dir", MEMBER_DIRS, ids=os.path.basename)
+def test_each_packaged_member_names_its_recipe(member_dir):
+  provenance = MEMBERS[os.path.basename(member_dir)]
   for key in ("command", "commit", "dataset", "dataset_version", "step", "hardware"):
-    assert PROVENANCE[key], key
-  assert PROVENANCE["config"] in PROVENANCE["command"]
-  recipe = configs.load(PROVENANCE["config"])
-  stored = checkpoint.read_config(checkpoint.DEFAULT_MODEL_DIR)
+    assert provenance[key], key
+  assert provenance["config"] in provenance["command"]
+  # The ensemble's provenance repeats each member's recipe as the member's own file says it.
+  listed = PROVENANCE["ensemble"]["members"][os.path.basename(member_dir)]
+  assert {f: provenance[f] for f in packaged_model.MEMBER_FIELDS} == {
+    f: listed[f] for f in packaged_model.MEMBER_FIELDS
+  }
+  recipe = configs.load(provenance["config"])
+  stored = checkpoint.read_config(member_dir)
   # The packaged config still describes the network and data the weights came from
   # (model fields added since it was written read as their defaults, as build_model does).
   stored_model = {**model_config.default_model_config().to_dict(), **stored.model.to_dict()}
   assert recipe.model.to_dict() == stored_model
   assert recipe.preprocess.to_dict() == stored.preprocess.to_dict()
-  assert recipe.data.dataset == stored.data.dataset == PROVENANCE["dataset"]
-  assert PROVENANCE["storage_max_probability_change"] <= packaged_model.MAX_STORAGE_ERROR
+  assert stored.data.dataset == provenance["dataset"]
+  assert (
+    stored.data.dataset == recipe.data.dataset
+    or f"--config.data.dataset={stored.data.dataset}" in provenance["command"]
+  )
+  assert provenance["storage_max_probability_change"] <= packaged_model.MAX_STORAGE_ERROR
 
 
 @pytest.mark.slow
@@ -73,7 +96,8 @@ def test_packaged_model_scores_the_generated_test_split_as_recorded(predictor):
 def test_default_model_recipe_trains_with_the_current_code(tmp_path):
   from sdpal_jax import train  # noqa: PLC0415 (TensorFlow)
 
-  config = configs.load(PROVENANCE["config"])
+  (recipe,) = {provenance["config"] for provenance in MEMBERS.values()}  # every member's
+  config = configs.load(recipe)
   config.data.dataset = "synthetic_forgery/mixed_tiny"
   if config.data.crop_size is not None:  # mixed_tiny's photos are 64 px
     config.data.crop_size = (64, 64)
@@ -85,9 +109,9 @@ def test_default_model_recipe_trains_with_the_current_code(tmp_path):
   config.checkpoint_every_steps = 2
   train.train_and_evaluate(config, str(tmp_path))
   trained = Predictor.from_checkpoint(str(tmp_path))
-  packaged = Predictor.from_checkpoint()
   shapes = jax.tree.map(np.shape, trained.variables)
-  assert shapes == jax.tree.map(np.shape, packaged.variables)
+  for member in Predictor.from_checkpoint().members:
+    assert shapes == jax.tree.map(np.shape, member.variables)
 
 
 @pytest.mark.slow
@@ -184,7 +208,7 @@ def test_packaged_real_data_scores_are_the_summary_of_its_published_results():
 
 
 def test_prediction_resolution_follows_the_checkpoint_config():
-  packaged = checkpoint.read_config(checkpoint.DEFAULT_MODEL_DIR)
+  packaged = packaged_model.prediction_config(checkpoint.DEFAULT_MODEL_DIR)
   assert packaged_model.prediction_resolution(packaged) == packaged_model.NATIVE
   quickstart = configs.load("quickstart")
   assert packaged_model.prediction_resolution(quickstart) == "resized to 128x128"
@@ -212,7 +236,11 @@ def _packager(*args: str, cwd) -> subprocess.CompletedProcess:
 def test_packager_records_real_data_scores_in_an_already_packaged_model(tmp_path):
   packaged = tmp_path / "model"
   packaged.mkdir()
-  shutil.copy(os.path.join(checkpoint.DEFAULT_MODEL_DIR, checkpoint.CONFIG_FILE), packaged)
+  shutil.copy(os.path.join(checkpoint.DEFAULT_MODEL_DIR, checkpoint.ENSEMBLE_FILE), packaged)
+  for member in MEMBER_DIRS:  # the configs say how the ensemble sees photos; no weights needed
+    relative = os.path.relpath(member, checkpoint.DEFAULT_MODEL_DIR)
+    os.makedirs(packaged / relative)
+    shutil.copy(os.path.join(member, checkpoint.CONFIG_FILE), packaged / relative)
   stale = {**PROVENANCE, "real_data": {"command": "an older model's scores"}}
   (packaged / packaged_model.PROVENANCE_FILE).write_text(json.dumps(stale))
   results = json.loads(open(REAL_DATA_RESULTS).read())

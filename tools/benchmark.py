@@ -1,8 +1,9 @@
-r"""Speed and memory of the correlation graph and the whole model, optionally beside the release.
+r"""Speed and memory of the correlation graph, the whole model and prediction per photo.
 
-  python tools/benchmark.py --suite graph,model --out bench_out \
+  python tools/benchmark.py --suite graph,model,predict --out bench_out \
       [--graph_sizes 32,64,128,256] [--methods dense,blocked,sampled] \
       [--model_sizes 256,512,1024] [--dtypes float32,bfloat16] [--batch 2 | 256:16,1024:1] \
+      [--predict_checkpoints default] [--predict_sizes 384x256,1024x768,2048x1536] \
       [--torch_reference /path/to/SDPAL-checkout] \
       [--precompile_jobs 6] [--time_budget 420] [--memory_limit_gb 80]
 
@@ -27,7 +28,21 @@ input's size).
 Graph inputs are realistic: non-negative, spatially correlated features as
 after the fusion conv's ReLU (smoothed noise plus piecewise-constant regions),
 so the thresholded graph is neither empty nor complete; its edge density is
-reported. Output: ``OUT/benchmark.md`` (also printed) and ``OUT/benchmark.json``.
+reported.
+
+The predict suite times the user's path end to end:
+``Predictor.from_checkpoint(CHECKPOINT, flip_average=...)``, then
+``predict_image(photo)`` (uint8 ``[H, W, 3]`` -> float32 ``[H, W]``: resizing or
+tiling, normalisation, the network(s), the map back at the photo's size), one
+photo per call, for each of
+``--predict_checkpoints`` (``default``: the packaged model) and photo sizes
+``--predict_sizes`` (WIDTHxHEIGHT, a deterministic photo-like image:
+``realistic_photo``), plain and with ``flip_average``. For an ensemble its
+first member is timed alone too, in the same run, and every row's ``ratio`` is
+its seconds over that one network's plain seconds at the same size (for a
+single checkpoint: over its own plain seconds); ``passes`` is the number of
+network passes one photo takes (members x tiles x 2 with ``flip_average``).
+Output: ``OUT/benchmark.md`` (also printed) and ``OUT/benchmark.json``.
 
 For one GPU within a time limit (``tools/gpu_benchmark.sh``):
 ``--precompile_jobs N`` first compiles every JAX model configuration in N
@@ -85,6 +100,26 @@ def realistic_features(side: int, channels: int, seed: int = 0) -> np.ndarray:
   profiles = rng.normal(size=(8, channels)).astype(np.float32)
   x = np.maximum(0.6 * noise + profiles[region], 0).astype(np.float32)
   return x[None]
+
+
+def realistic_photo(width: int, height: int, seed: int = 0) -> np.ndarray:
+  """uint8 ``[height, width, 3]``, deterministic: smooth colour fields at two scales (random
+  values on grids of 64 and 16 pixels, bicubic-upsampled, channels correlated as in photos)
+  plus slightly blurred grain, as a demosaicked sensor's."""
+  from PIL import Image  # noqa: PLC0415
+  from scipy import ndimage  # noqa: PLC0415
+
+  rng = np.random.default_rng(seed)
+  image = np.full((height, width, 3), 128.0, np.float32)
+  for cell, amplitude in ((64, 45.0), (16, 15.0)):
+    shape = (-(-height // cell) + 1, -(-width // cell) + 1)
+    colour = rng.normal(size=(*shape, 1)) + 0.5 * rng.normal(size=(*shape, 3))
+    for c in range(3):
+      field = Image.fromarray(colour[..., c].astype(np.float32))  # mode "F"
+      image[..., c] += amplitude * np.asarray(field.resize((width, height), Image.BICUBIC))
+  grain = ndimage.gaussian_filter(rng.normal(size=image.shape).astype(np.float32), (0.7, 0.7, 0))
+  image += 6.0 * grain
+  return np.clip(np.round(image), 0, 255).astype(np.uint8)
 
 
 def _rss_mib() -> float:
@@ -339,6 +374,47 @@ def _torch_model(spec: dict) -> dict:
   }
 
 
+def _tiles(member, height: int, width: int) -> int:
+  """Network passes of one ``Predictor`` (no flip) over a ``height x width`` photo: its tiles
+  (``Predictor._predict_tiled``: the photo padded to at least a tile each side), else 1."""
+  from sdpal_jax.inference import tile_starts  # noqa: PLC0415
+
+  tile, overlap = member.tile_size, member.tile_overlap
+  if not (member.full_resolution and tile and max(height, width) > tile):
+    return 1
+  rows = tile_starts(max(height, tile), tile, overlap)
+  return len(rows) * len(tile_starts(max(width, tile), tile, overlap))
+
+
+def _predict(spec: dict) -> dict:
+  """One checkpoint, one photo size, plain or flip-averaged: seconds per ``predict_image``."""
+  import jax  # noqa: PLC0415
+
+  from sdpal_jax.inference import Predictor  # noqa: PLC0415
+
+  photo = np.load(spec["photo"])  # uint8 [H, W, 3]
+  start = time.perf_counter()
+  predictor = Predictor.from_checkpoint(spec["checkpoint"], flip_average=spec["flip_average"])
+  load_s = time.perf_counter() - start
+  members = getattr(predictor, "members", [predictor])  # an EnsemblePredictor, or one network
+  h, w = photo.shape[:2]
+  base = _rss_mib()
+  seconds, prob, first = _timed(lambda: predictor.predict_image(photo), spec["repeats"])
+  if prob.shape != (h, w) or prob.dtype != np.float32:
+    raise ValueError(f"predict_image gave {prob.dtype} {prob.shape}, expected float32 {(h, w)}")
+  return {
+    "seconds": seconds,
+    "first_call_s": first,
+    "load_s": load_s,
+    "networks": len(members),
+    "passes": sum(_tiles(m, h, w) for m in members) * (2 if spec["flip_average"] else 1),
+    "peak_rss_mib": _peak_mib() - base,
+    "peak_device_mib": _jax_device_peak_mib(),
+    "device": jax.devices()[0].platform,
+    **_imports(),
+  }
+
+
 def _info(spec: dict) -> dict:
   """The worker side of ``machine_info``: what JAX (and torch) see in a worker's environment."""
   import jax  # noqa: PLC0415
@@ -364,6 +440,7 @@ WORKERS = {
   "torch_graph": _torch_graph,
   "jax_model": _jax_model,
   "torch_model": _torch_model,
+  "predict": _predict,
   "info": _info,
 }
 # The environment the workers get: main() keeps this process's own JAX on the CPU, so that it
@@ -409,7 +486,10 @@ def _run(args, spec: dict, env_extra: dict | None = None) -> dict:
 
 def _log(args, spec: dict, result: dict) -> None:
   """One line per configuration on stderr, as it finishes (a run cut short still shows them)."""
-  what = " ".join(str(spec[k]) for k in ("kind", "method", "size", "mode", "dtype") if k in spec)
+  keys = ("kind", "method", "size", "mode", "dtype", "network", "photo_size")
+  what = " ".join(str(spec[k]) for k in keys if k in spec)
+  if spec.get("flip_average"):
+    what += " flip_average"
   if "compile_only" in spec:
     what += " compile"
   outcome = next((f"{k} {result[k]:.3g}" for k in ("seconds", "compile_s") if k in result), None)
@@ -568,6 +648,60 @@ def model_suite(args) -> list[dict]:
   return rows
 
 
+def _predict_networks(checkpoint: str) -> list[dict]:
+  """What the predict suite loads for ``checkpoint``: an ensemble's first member alone
+  (``network="member"``), then the ensemble; any other checkpoint alone (``"single"``)."""
+  from sdpal_jax import checkpoint as checkpoint_lib  # noqa: PLC0415
+
+  if not checkpoint_lib.is_ensemble(checkpoint):
+    return [{"network": "single", "path": checkpoint}]
+  first = checkpoint_lib.ensemble_members(checkpoint)[0]
+  return [
+    {"network": "member", "member": os.path.basename(first), "path": first},
+    {"network": "ensemble", "path": checkpoint},
+  ]
+
+
+def predict_ratios(rows: list[dict]) -> list[dict]:
+  """Sets each measured predict row's ``ratio``: its seconds over the one-network plain seconds
+  (``network`` member or single, no ``flip_average``) of its checkpoint at its photo size.
+
+  A row whose reference failed or is missing gets no ratio; other suites' rows are untouched.
+  """
+  predict = [r for r in rows if r["suite"] == "predict"]
+  reference = {
+    (r["checkpoint"], r["photo"]): r["seconds"]
+    for r in predict
+    if r["network"] in ("member", "single") and not r["flip_average"] and "seconds" in r
+  }
+  for row in predict:
+    one = reference.get((row["checkpoint"], row["photo"]))
+    if "seconds" in row and one:
+      row["ratio"] = row["seconds"] / one
+  return rows
+
+
+def predict_suite(args, out_dir: str) -> list[dict]:
+  """Rows per photo size, checkpoint, network (member, then ensemble) and flip_average."""
+  rows = []
+  for width, height in args.predict_sizes:
+    photo = f"{width}x{height}"
+    photo_path = os.path.join(out_dir, f"photo_{photo}.npy")
+    np.save(photo_path, realistic_photo(width, height))
+    for checkpoint in args.predict_checkpoints:
+      for network in _predict_networks(checkpoint):
+        for flip in (False, True):
+          spec = {"kind": "predict", "checkpoint": network["path"], "flip_average": flip,
+                  "photo": photo_path, "photo_size": photo, "network": network["network"],
+                  "repeats": args.repeats, "threads": args.threads}  # fmt: skip
+          result = _run(args, spec)
+          rows.append({"suite": "predict", "checkpoint": checkpoint, "network": network["network"],
+                       "member": network.get("member"), "flip_average": flip, "photo": photo,
+                       **result})  # fmt: skip
+    os.remove(photo_path)
+  return predict_ratios(rows)
+
+
 def memory_check(rows: list[dict], limit_gb: float) -> list[dict]:
   """The largest train step's peak memory against ``limit_gb`` (10^9 bytes), one row per impl.
 
@@ -644,6 +778,9 @@ def markdown(rows: list[dict], info: dict, checks=(), notes=()) -> str:
     ("model", ["size", "mode", "impl", "batch", "seconds", "images_per_s", "peak_rss_mib",
                "peak_device_mib", "speedup_vs_release", "memory_fraction_of_release",
                "compile_s", "first_call_s", "error"]),
+    ("predict", ["checkpoint", "network", "member", "flip_average", "photo", "passes",
+                 "seconds", "ratio", "first_call_s", "load_s", "peak_rss_mib",
+                 "peak_device_mib", "error"]),
   ):  # fmt: skip
     chosen = [r for r in rows if r["suite"] == suite]
     if chosen:
@@ -657,8 +794,15 @@ def markdown(rows: list[dict], info: dict, checks=(), notes=()) -> str:
 def report_notes(args, tensorflow_imported: bool, wall_s: float) -> list[str]:
   """The lines above the tables: what was not measured and why, TensorFlow, wall time."""
   notes = []
-  if not args.torch_reference:
+  suites = args.suite.split(",")
+  if not args.torch_reference and {"graph", "model"} & set(suites):
     notes.append("speedup_vs_release: not measured (no --torch_reference given)")
+  if "predict" in suites:
+    notes.append(
+      "predict: seconds per photo (WIDTHxHEIGHT, one predict_image call); ratio: over the first "
+      "member's (or the single checkpoint's) plain seconds at that size, in this run; passes: "
+      "network passes per photo (members x tiles x 2 with flip_average)"
+    )
   notes.append(
     f"TensorFlow imported by a benchmark process: {'yes' if tensorflow_imported else 'no'}"
   )
@@ -676,9 +820,21 @@ def _batches(text: str) -> dict:
   return {int(k): int(v) for k, v in (item.split(":") for item in text.split(",") if item)}
 
 
+def _sizes(text: str) -> list[tuple[int, int]]:
+  """``"384x256,1024x768"`` -> ``[(384, 256), (1024, 768)]``: (width, height) pairs."""
+  sizes = []
+  for item in (t for t in text.split(",") if t):
+    match = re.fullmatch(r"(\d+)x(\d+)", item.strip())
+    if not match:
+      raise argparse.ArgumentTypeError(f"{item!r}: expected WIDTHxHEIGHT, e.g. 384x256")
+    sizes.append((int(match[1]), int(match[2])))
+  return sizes
+
+
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-  p.add_argument("--suite", default="graph,model", help="graph,model (run in this order)")
+  p.add_argument("--suite", default="graph,model",
+                 help="graph,model,predict (run in the order given)")  # fmt: skip
   p.add_argument("--out", default="benchmark_out")
   p.add_argument("--graph_sizes", type=_ints, default=[32, 64, 128, 256])
   p.add_argument("--methods", default="dense,blocked,sampled")
@@ -696,6 +852,11 @@ def parse_args(argv=None):
   p.add_argument("--model_overrides", default="", help='JSON, e.g. {"backbone_depth": 18}')
   p.add_argument("--batch", type=_batches, default={None: 2},
                  help="batch at every size (2), or per size: 256:16,512:4,1024:1")  # fmt: skip
+  p.add_argument("--predict_checkpoints", default="default",
+                 help="predict suite: checkpoint directories (default: the packaged model); an "
+                 "ensemble's first member is timed alone too")  # fmt: skip
+  p.add_argument("--predict_sizes", type=_sizes, default=[(384, 256), (1024, 768), (2048, 1536)],
+                 help="predict suite: photo sizes, WIDTHxHEIGHT (384x256: CASIA v1's)")  # fmt: skip
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
   p.add_argument("--timeout", type=float, default=3600, help="seconds per configuration")
@@ -712,6 +873,10 @@ def parse_args(argv=None):
   args = p.parse_args(argv)
   args.methods = [m for m in args.methods.split(",") if m]
   args.dtypes = [d for d in args.dtypes.split(",") if d]
+  args.predict_checkpoints = [c for c in args.predict_checkpoints.split(",") if c]
+  unknown = [s for s in args.suite.split(",") if s and s not in ("graph", "model", "predict")]
+  if unknown:
+    p.error(f"--suite {','.join(unknown)}: unknown (graph, model, predict).")
   batches = args.batch
   if None not in batches and set(args.model_sizes) - set(batches):
     p.error(f"--batch names no batch for sizes {sorted(set(args.model_sizes) - set(batches))}.")
@@ -744,6 +909,8 @@ def main(argv=None) -> int:
       rows += graph_suite(args, args.out)
     elif suite == "model":
       rows += model_suite(args)
+    elif suite == "predict":
+      rows += predict_suite(args, args.out)
   info = machine_info(args)
   checks = memory_check(rows, args.memory_limit_gb) if args.memory_limit_gb else []
   tensorflow = "tensorflow" in sys.modules or any(
