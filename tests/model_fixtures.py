@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import jax
 import ml_collections
 
@@ -35,3 +38,11 @@ def save_tiny_checkpoint(
   variables = init_model(build_model(config.model), jax.random.key(seed), (1, *size, 3))
   checkpoint.save_inference_checkpoint(str(directory), variables=variables, config=config, step=1)
   return str(directory)
+
+
+def run_packager(*args: str, cwd) -> subprocess.CompletedProcess:
+  """``python -m sdpal_jax.packaged_model ARGS`` in ``cwd``, output captured."""
+  return subprocess.run(
+    [sys.executable, "-m", "sdpal_jax.packaged_model", *args],
+    capture_output=True, text=True, timeout=300, cwd=cwd,
+  )  # fmt: skip

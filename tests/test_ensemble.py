@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from model_fixtures import save_tiny_checkpoint
+from model_fixtures import run_packager, save_tiny_checkpoint
 
 from sdpal_jax import checkpoint, packaged_model
 from sdpal_jax.errors import CheckpointError, SdpalError
@@ -174,20 +174,13 @@ def test_packaging_an_ensemble_of_a_folder_that_is_not_a_packaged_model_fails_fi
     packaged_model.package_ensemble({"../x": plain}, str(output))
 
 
-def _packager(*args: str, cwd) -> subprocess.CompletedProcess:
-  return subprocess.run(
-    [sys.executable, "-m", "sdpal_jax.packaged_model", *args],
-    capture_output=True, text=True, timeout=300, cwd=cwd,
-  )  # fmt: skip
-
-
 def test_the_packager_refuses_members_mixed_with_other_requests(tmp_path):
-  both = _packager(
+  both = run_packager(
     "--output_dir", str(tmp_path / "o"), "--members", "a=x", "--workdir", "w", cwd=tmp_path
   )
   assert both.returncode != 0 and "--members packages an ensemble on its own" in both.stderr
   assert "Traceback" not in both.stderr
-  repeated = _packager("--output_dir", str(tmp_path / "o"), "--members", "a=x,a=y", cwd=tmp_path)
+  repeated = run_packager("--output_dir", str(tmp_path / "o"), "--members", "a=x,a=y", cwd=tmp_path)
   assert repeated.returncode != 0 and "distinct NAME=DIR" in repeated.stderr
 
 

@@ -12,6 +12,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from model_fixtures import run_packager
 
 from sdpal_jax import checkpoint, configs, errors, model_config, packaged_model
 from sdpal_jax.image_io import load_image
@@ -226,13 +227,6 @@ def test_real_data_summary_names_the_dataset_scored_without_every_protocol():
     packaged_model.real_data_summary({}, "sdpal-evaluate ...")
 
 
-def _packager(*args: str, cwd) -> subprocess.CompletedProcess:
-  return subprocess.run(
-    [sys.executable, "-m", "sdpal_jax.packaged_model", *args],
-    capture_output=True, text=True, timeout=300, cwd=cwd,
-  )  # fmt: skip
-
-
 def test_packager_records_real_data_scores_in_an_already_packaged_model(tmp_path):
   packaged = tmp_path / "model"
   packaged.mkdir()
@@ -247,7 +241,7 @@ def test_packager_records_real_data_scores_in_an_already_packaged_model(tmp_path
   results["casia_v1:test"]["protocols"]["dataset"]["pixel_auc"] = 0.75
   (tmp_path / "results.json").write_text(json.dumps(results))
   command = "sdpal-evaluate --workdir default --protocol all"
-  out = _packager(
+  out = run_packager(
     "--output_dir", str(packaged), "--real_data", str(tmp_path / "results.json"),
     "--real_data_command", command, cwd=tmp_path,
   )  # fmt: skip
@@ -263,20 +257,20 @@ def test_packager_records_real_data_scores_in_an_already_packaged_model(tmp_path
 
 
 def test_packager_refuses_incomplete_requests_with_a_message(tmp_path):
-  nothing = _packager("--output_dir", str(tmp_path), cwd=tmp_path)
+  nothing = run_packager("--output_dir", str(tmp_path), cwd=tmp_path)
   assert (
     nothing.returncode != 0 and "--workdir" in nothing.stderr and "Traceback" not in nothing.stderr
   )
-  no_command = _packager(
+  no_command = run_packager(
     "--output_dir", str(tmp_path), "--real_data", REAL_DATA_RESULTS, cwd=tmp_path
   )  # fmt: skip
   assert no_command.returncode != 0 and "--real_data_command" in no_command.stderr
-  not_packaged = _packager(
+  not_packaged = run_packager(
     "--output_dir", str(tmp_path), "--real_data", REAL_DATA_RESULTS,
     "--real_data_command", "sdpal-evaluate", cwd=tmp_path,
   )  # fmt: skip
   assert not_packaged.returncode != 0 and "no provenance file" in not_packaged.stderr
-  half = _packager(
+  half = run_packager(
     "--output_dir", str(tmp_path / "out"), "--workdir", str(tmp_path), cwd=tmp_path
   )  # fmt: skip
   assert half.returncode != 0 and "--command and --commit" in half.stderr
