@@ -253,7 +253,7 @@ class Predictor:
 
   def _predict(self, images: np.ndarray) -> np.ndarray:
     b, h, w, _ = images.shape
-    if self.full_resolution and self.tile_size and max(h, w) > self.tile_size:
+    if self.tiles(h, w):
       return np.stack([self._predict_tiled(image) for image in images])
     size = self.input_size((h, w))
     batch = np.stack([preprocessing.resize_image(img, size) for img in images])
@@ -295,6 +295,16 @@ class Predictor:
     replicated = NamedSharding(self._batch_sharding.mesh, PartitionSpec())
     return jax.device_put(self.variables, replicated)
 
+  def tiles(self, height: int, width: int) -> list[tuple[int, int]]:
+    """(y, x) top-left corners of the ``tile_size`` squares a ``height x width`` photo is
+    predicted in (on the photo padded to at least a tile each side); empty when it goes
+    through the network whole (not ``full_resolution``, no tiling, or small enough)."""
+    tile = self.tile_size
+    if not (self.full_resolution and tile and max(height, width) > tile):
+      return []
+    rows = tile_starts(max(height, tile), tile, self.tile_overlap)
+    return [(y, x) for y in rows for x in tile_starts(max(width, tile), tile, self.tile_overlap)]
+
   def _predict_tiled(self, image: np.ndarray) -> np.ndarray:
     """uint8 ``[H, W, 3]`` -> ``[H, W]`` by blending overlapping full-resolution tiles."""
     h, w = image.shape[:2]
@@ -304,13 +314,12 @@ class Predictor:
     weights = tile_weights(tile, self.tile_overlap)
     total = np.zeros((ph, pw), np.float32)
     norm = np.zeros((ph, pw), np.float32)
-    for y in tile_starts(ph, tile, self.tile_overlap):
-      for x in tile_starts(pw, tile, self.tile_overlap):
-        crop = padded[y : y + tile, x : x + tile]
-        x_in = preprocessing.normalize_images(crop[None], self.preprocess_config.normalization)
-        prob = np.asarray(self._apply(self.variables, jnp.asarray(x_in)))[0]
-        total[y : y + tile, x : x + tile] += prob * weights
-        norm[y : y + tile, x : x + tile] += weights
+    for y, x in self.tiles(h, w):
+      crop = padded[y : y + tile, x : x + tile]
+      x_in = preprocessing.normalize_images(crop[None], self.preprocess_config.normalization)
+      prob = np.asarray(self._apply(self.variables, jnp.asarray(x_in)))[0]
+      total[y : y + tile, x : x + tile] += prob * weights
+      norm[y : y + tile, x : x + tile] += weights
     return (total / np.maximum(norm, 1e-12))[:h, :w]
 
   def predict_image(self, image: np.ndarray) -> np.ndarray:

@@ -151,6 +151,19 @@ def cpu_model() -> str:
   return platform.processor() or platform.machine()
 
 
+def _hardware() -> dict[str, Any]:
+  """This machine, as provenance records it: CPU model, core count, JAX version."""
+  return {"cpu": cpu_model(), "cores": os.cpu_count(), "jax": jax.__version__}
+
+
+def _extra_json(path: str | None) -> dict[str, Any]:
+  """The object in ``--extra_json``'s file (added to provenance.json), or {} without one."""
+  if not path:
+    return {}
+  with open(path) as f:
+    return dict(json.load(f))
+
+
 def package_model(
   workdir: str,
   output_dir: str,
@@ -207,7 +220,7 @@ def package_model(
     "dataset_version": _dataset_version(config.data.dataset),
     "num_train_steps": int(config.num_train_steps),
     "step": loaded.step,
-    "hardware": {"cpu": cpu_model(), "cores": os.cpu_count(), "jax": jax.__version__},
+    "hardware": _hardware(),
     "storage": storage,
     "storage_float16_from_values": float16_from,
     "storage_max_probability_change": storage_error,
@@ -281,7 +294,7 @@ def package_ensemble(
         for name, folder in zip(members, relative, strict=True)
       },
     },
-    "hardware": {"cpu": cpu_model(), "cores": os.cpu_count(), "jax": jax.__version__},
+    "hardware": _hardware(),
     "checksum_sha256": hashlib.sha256("".join(checksums).encode()).hexdigest(),
     "size_bytes": _weights_size(staging),
     "recorded": {
@@ -476,11 +489,7 @@ def main(argv) -> int:
       if not sep or not path or name in members:
         raise SdpalError(f"--members: {item!r}; expected distinct NAME=DIR entries.")
       members[name] = path
-    extra = {}
-    if FLAGS.extra_json:
-      with open(FLAGS.extra_json) as f:
-        extra.update(json.load(f))
-    provenance = package_ensemble(members, FLAGS.output_dir, extra=extra)
+    provenance = package_ensemble(members, FLAGS.output_dir, extra=_extra_json(FLAGS.extra_json))
     scores = provenance["recorded"]["scores"]
     print(
       f"packaged the mean of {', '.join(members)} to {FLAGS.output_dir}: "
@@ -515,10 +524,7 @@ def main(argv) -> int:
   missing = [f"--{name}" for name in ("command", "commit") if not FLAGS[name].value]
   if missing:
     raise SdpalError(f"packaging --workdir {FLAGS.workdir} needs {' and '.join(missing)}.")
-  extra = {}
-  if FLAGS.extra_json:
-    with open(FLAGS.extra_json) as f:
-      extra.update(json.load(f))
+  extra = _extra_json(FLAGS.extra_json)
   if FLAGS.training_note:
     extra["training_note"] = FLAGS.training_note
   if real_data is not None:

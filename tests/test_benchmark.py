@@ -310,15 +310,17 @@ def test_predict_ratio_needs_the_one_network_plain_row_of_the_same_checkpoint_an
 
 
 def test_tiles_count_the_network_passes_of_a_photo_as_the_predictor_tiles_it():
-  from types import SimpleNamespace  # noqa: PLC0415
+  from sdpal_jax.inference import Predictor  # noqa: PLC0415
 
-  member = SimpleNamespace(full_resolution=True, tile_size=512, tile_overlap=64)
+  def member(full_resolution):  # only the tiling settings matter: no network
+    return Predictor(None, {}, None, None, full_resolution=full_resolution, tile_size=512,
+                     tile_overlap=64)  # fmt: skip
+
   # WIDTHxHEIGHT 384x256: whole; 1024x768: 3 rows x 2 columns; 2048x1536: 5 x 4; 600x520: 2 x 2.
   for (width, height), tiles in {(384, 256): 1, (1024, 768): 6, (2048, 1536): 20,
                                  (600, 520): 4}.items():  # fmt: skip
-    assert benchmark._tiles(member, height, width) == tiles
-  resized = SimpleNamespace(full_resolution=False, tile_size=512, tile_overlap=64)
-  assert benchmark._tiles(resized, 1536, 2048) == 1
+    assert benchmark._tiles(member(True), height, width) == tiles
+  assert benchmark._tiles(member(False), 1536, 2048) == 1
 
 
 def test_realistic_photo_is_deterministic_uint8_of_the_size_asked():

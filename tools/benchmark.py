@@ -376,14 +376,8 @@ def _torch_model(spec: dict) -> dict:
 
 def _tiles(member, height: int, width: int) -> int:
   """Network passes of one ``Predictor`` (no flip) over a ``height x width`` photo: its tiles
-  (``Predictor._predict_tiled``: the photo padded to at least a tile each side), else 1."""
-  from sdpal_jax.inference import tile_starts  # noqa: PLC0415
-
-  tile, overlap = member.tile_size, member.tile_overlap
-  if not (member.full_resolution and tile and max(height, width) > tile):
-    return 1
-  rows = tile_starts(max(height, tile), tile, overlap)
-  return len(rows) * len(tile_starts(max(width, tile), tile, overlap))
+  (``Predictor.tiles``), else 1."""
+  return len(member.tiles(height, width)) or 1
 
 
 def _predict(spec: dict) -> dict:
